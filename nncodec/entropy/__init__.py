@@ -1,0 +1,60 @@
+"""Entropy backends for integer levels, chosen by name.
+
+Every backend has the same two calls::
+
+    data = get_backend("cabac").encode(levels, row_length=R)   # -> bytes
+    levels = get_backend("cabac").decode(data, count)          # -> int32 array, 1-D
+
+``cabac`` (default) is nncodec's context-adaptive binary arithmetic coder;
+``constriction`` is constriction's range coder with an order-0 model carried
+in the payload. Decoders raise ``nncodec.errors.FormatError`` on bad data.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from . import cabac, constriction_backend
+
+DEFAULT_BACKEND = "cabac"
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    id: int  # the number the container stores for this backend
+    encode: Callable
+    decode: Callable
+    description: str
+
+
+_BACKENDS = {
+    "cabac": Backend("cabac", 1, cabac.encode, cabac.decode,
+                     "context-adaptive binary arithmetic coder (nncodec_ext)"),
+    "constriction": Backend("constriction", 2, constriction_backend.encode,
+                            constriction_backend.decode,
+                            "constriction range coder, per-tensor categorical model"),
+}
+
+
+def get_backend(name: str) -> Backend:
+    try:
+        return _BACKENDS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown entropy backend {name!r}; choose one of: {', '.join(sorted(_BACKENDS))}"
+        ) from None
+
+
+def backend_by_id(backend_id: int) -> Backend:
+    for b in _BACKENDS.values():
+        if b.id == backend_id:
+            return b
+    raise KeyError(backend_id)
+
+
+def available_backends() -> list[str]:
+    return sorted(_BACKENDS)
+
+
+__all__ = ["Backend", "DEFAULT_BACKEND", "available_backends", "backend_by_id", "get_backend", "cabac"]

@@ -1,0 +1,1 @@
+"""Compiled hot loops of nncodec (Cython). No policy lives here: see ``nncodec``."""

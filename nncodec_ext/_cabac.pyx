@@ -1,0 +1,461 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Context-adaptive binary arithmetic coder for int32 quantization levels.
+
+Hot loops only. Parameter choice, stream headers, validation and error
+messages live in ``nncodec.entropy.cabac``; this module reports problems as
+integer status codes.  ``nncodec/entropy/cabac_ref.py`` is a line-by-line
+pure-Python twin that must produce the same bytes; change both together.
+
+Binarization of a level q (coding order = C order of the tensor):
+  sig       q != 0                                   context coded
+  sign      q < 0                                    context coded
+  gt_k      |q| > k for k = 1..K, stops at first 0   context coded
+  rem       |q| - K - 1 as Exp-Golomb of order E     bypass bins
+
+Arithmetic coder: 32-bit range, 33-bit low with byte-wise carry propagation
+(pending 0xFF bytes are held back), renormalization when the range drops
+below 2**24.  Each context holds two 16-bit estimates of P(bin = 0) adapting
+with shifts 4 and 7; the coder uses their mean.
+"""
+
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
+from libc.stdlib cimport malloc, realloc, free
+from libc.string cimport memcpy
+from libc.math cimport log2
+
+import numpy as np
+
+cdef enum:
+    RATE_FAST = 4
+    RATE_SLOW = 7
+    PROB_ONE = 65536
+    PROB_INIT = 32768
+    RANGE_TOP = 16777216          # 2**24
+    N_SIG_CTX = 18
+    N_SIGN_CTX = 9
+    N_GT_CLASSES = 6
+    MAX_K = 64
+    MAX_EG_ORDER = 31
+    MAX_EG_PREFIX = 40
+
+# status codes reported to Python
+cdef enum:
+    STATUS_OK = 0
+    STATUS_TRUNCATED = 1
+    STATUS_TRAILING = 2
+    STATUS_BAD_ESCAPE = 3
+    STATUS_OVERFLOW = 4
+    STATUS_BAD_STATE = 5
+    STATUS_NO_MEMORY = 6
+
+cdef uint64_t LOW32_MASK = 0xFFFFFFFFULL
+cdef uint64_t LOW24_MASK = 0x00FFFFFFULL
+cdef uint64_t SHIFT_LIMIT = 0xFF000000ULL
+
+cdef enum:
+    MODE_WRITE = 0
+    MODE_COST_FAST = 1
+    MODE_COST_EXACT = 2
+
+# -log2(p / 65536) for p = 16*i + 8, i < 4096: the fast cost estimate.
+cdef double COST_TABLE[4096]
+cdef int _i
+for _i in range(4096):
+    COST_TABLE[_i] = -log2((16.0 * _i + 8.0) / 65536.0)
+
+
+def n_contexts(int K):
+    """Number of adaptive contexts used for a given K."""
+    return N_SIG_CTX + N_SIGN_CTX + K * N_GT_CLASSES
+
+
+cdef struct Enc:
+    uint64_t low
+    uint32_t range
+    uint32_t cache
+    uint64_t pending      # bytes held back: the cache byte plus 0xFF bytes
+    int skip_first        # the very first byte is always 0 and is not stored
+    uint8_t* buf
+    size_t pos
+    size_t cap
+    int failed
+    # cost modes
+    double bits
+    uint64_t ctx_bins
+    uint64_t bypass_bins
+
+
+cdef inline void _put_byte(Enc* e, uint32_t byte) noexcept nogil:
+    cdef uint8_t* nb
+    cdef size_t ncap
+    if e.skip_first:
+        e.skip_first = 0
+        return
+    if e.pos >= e.cap:
+        ncap = e.cap * 2 + 64
+        nb = <uint8_t*> realloc(e.buf, ncap)
+        if nb == NULL:
+            e.failed = 1
+            return
+        e.buf = nb
+        e.cap = ncap
+    e.buf[e.pos] = <uint8_t> byte
+    e.pos += 1
+
+
+cdef inline void _shift_low(Enc* e) noexcept nogil:
+    cdef uint32_t carry
+    cdef uint32_t byte
+    if (e.low & LOW32_MASK) < SHIFT_LIMIT or (e.low >> 32) != 0:
+        carry = <uint32_t> (e.low >> 32)
+        byte = e.cache
+        while True:
+            _put_byte(e, (byte + carry) & 0xFF)
+            byte = 0xFF
+            e.pending -= 1
+            if e.pending == 0:
+                break
+        e.cache = <uint32_t> ((e.low >> 24) & 0xFF)
+    e.pending += 1
+    e.low = (e.low & LOW24_MASK) << 8
+
+
+cdef inline void _enc_bit(Enc* e, uint16_t* c, uint32_t bit, int mode) noexcept nogil:
+    cdef uint32_t p = (<uint32_t> c[0] + <uint32_t> c[1]) >> 1
+    cdef uint32_t bound
+    if mode == MODE_WRITE:
+        bound = (e.range >> 16) * p
+        if bit:
+            e.low += bound
+            e.range -= bound
+        else:
+            e.range = bound
+        while e.range < RANGE_TOP:
+            e.range <<= 8
+            _shift_low(e)
+    else:
+        e.ctx_bins += 1
+        if mode == MODE_COST_EXACT:
+            if bit:
+                e.bits -= log2((PROB_ONE - p) / 65536.0)
+            else:
+                e.bits -= log2(p / 65536.0)
+        else:
+            if bit:
+                e.bits += COST_TABLE[(PROB_ONE - p) >> 4]
+            else:
+                e.bits += COST_TABLE[p >> 4]
+    if bit:
+        c[0] = <uint16_t> (c[0] - (c[0] >> RATE_FAST))
+        c[1] = <uint16_t> (c[1] - (c[1] >> RATE_SLOW))
+    else:
+        c[0] = <uint16_t> (c[0] + ((PROB_ONE - <uint32_t> c[0]) >> RATE_FAST))
+        c[1] = <uint16_t> (c[1] + ((PROB_ONE - <uint32_t> c[1]) >> RATE_SLOW))
+
+
+cdef inline void _enc_bypass(Enc* e, uint32_t bit, int mode) noexcept nogil:
+    if mode == MODE_WRITE:
+        e.range >>= 1
+        if bit:
+            e.low += e.range
+        while e.range < RANGE_TOP:
+            e.range <<= 8
+            _shift_low(e)
+    else:
+        e.bypass_bins += 1
+        e.bits += 1.0
+
+
+cdef inline void _enc_eg(Enc* e, uint64_t v, int k, int mode) noexcept nogil:
+    while v >= (<uint64_t> 1 << k):
+        _enc_bypass(e, 1, mode)
+        v -= (<uint64_t> 1 << k)
+        k += 1
+    _enc_bypass(e, 0, mode)
+    while k > 0:
+        k -= 1
+        _enc_bypass(e, <uint32_t> ((v >> k) & 1), mode)
+
+
+cdef inline uint32_t _mag(int32_t q) noexcept nogil:
+    # |q| as unsigned, exact also for -2**31
+    if q < 0:
+        return <uint32_t> (-(<int64_t> q))
+    return <uint32_t> q
+
+
+cdef inline int _sig_ctx(int32_t prev, int32_t prev2, uint32_t above_mag) noexcept nogil:
+    cdef int cp = 0 if prev == 0 else (1 if prev < 0 else 2)
+    cdef int ca = 2 if above_mag > 1 else <int> above_mag
+    return (cp * 2 + (prev2 != 0)) * 3 + ca
+
+
+cdef inline int _sign_ctx(int32_t prev, int32_t above) noexcept nogil:
+    cdef int cp = 0 if prev == 0 else (1 if prev < 0 else 2)
+    cdef int ca = 0 if above == 0 else (1 if above < 0 else 2)
+    return cp * 3 + ca
+
+
+cdef inline int _gt_class(uint32_t act, uint32_t k) noexcept nogil:
+    # local activity against the threshold being tested
+    if act < k:
+        return 0
+    if act <= 2 * k:
+        return 1
+    return 2
+
+
+cdef inline void _code_levels(const int32_t* lv, Py_ssize_t n, Py_ssize_t row,
+                              int K, int eg_k, uint16_t* ctx, Enc* e, int mode) noexcept nogil:
+    cdef uint16_t* sig_ctx = ctx
+    cdef uint16_t* sign_ctx = ctx + 2 * N_SIG_CTX
+    cdef uint16_t* gt_ctx = ctx + 2 * (N_SIG_CTX + N_SIGN_CTX)
+    cdef int32_t prev = 0
+    cdef int32_t prev2 = 0
+    cdef int32_t above = 0
+    cdef int32_t q
+    cdef uint32_t m, am, act, k, neg, gt
+    cdef Py_ssize_t i
+    for i in range(n):
+        q = lv[i]
+        if row > 0 and i >= row:
+            above = lv[i - row]
+        am = _mag(above)
+        _enc_bit(e, sig_ctx + 2 * _sig_ctx(prev, prev2, am), q != 0, mode)
+        if q != 0:
+            neg = q < 0
+            m = _mag(q)
+            _enc_bit(e, sign_ctx + 2 * _sign_ctx(prev, above), neg, mode)
+            act = _mag(prev) + am
+            k = 1
+            while k <= <uint32_t> K:
+                gt = m > k
+                _enc_bit(e, gt_ctx + 2 * ((k - 1) * N_GT_CLASSES + neg * 3 + _gt_class(act, k)), gt, mode)
+                if not gt:
+                    break
+                k += 1
+            if m > <uint32_t> K:
+                _enc_eg(e, <uint64_t> m - <uint64_t> K - 1, eg_k, mode)
+        prev2 = prev
+        prev = q
+
+
+cdef uint16_t* _new_contexts(int K) noexcept nogil:
+    cdef Py_ssize_t nctx = N_SIG_CTX + N_SIGN_CTX + K * N_GT_CLASSES
+    cdef uint16_t* ctx = <uint16_t*> malloc(2 * nctx * sizeof(uint16_t))
+    cdef Py_ssize_t j
+    if ctx != NULL:
+        for j in range(2 * nctx):
+            ctx[j] = PROB_INIT
+    return ctx
+
+
+def _check_params(int K, int eg_k, Py_ssize_t row):
+    if K < 0 or K > MAX_K:
+        raise ValueError(f"K must be in 0..{MAX_K}, got {K}")
+    if eg_k < 0 or eg_k > MAX_EG_ORDER:
+        raise ValueError(f"Exp-Golomb order must be in 0..{MAX_EG_ORDER}, got {eg_k}")
+    if row < 0:
+        raise ValueError("row length must be >= 0")
+
+
+def encode(const int32_t[::1] levels, int K, int eg_k, Py_ssize_t row_length):
+    """Arithmetic-code ``levels``; returns the coded body as bytes."""
+    _check_params(K, eg_k, row_length)
+    cdef Py_ssize_t n = levels.shape[0]
+    cdef Enc e
+    cdef int j
+    cdef uint16_t* ctx = _new_contexts(K)
+    if ctx == NULL:
+        raise MemoryError()
+    e.low = 0
+    e.range = 0xFFFFFFFFU
+    e.cache = 0
+    e.pending = 1
+    e.skip_first = 1
+    e.cap = <size_t> (n // 2 + 64)
+    e.buf = <uint8_t*> malloc(e.cap)
+    e.pos = 0
+    e.failed = 0
+    if e.buf == NULL:
+        free(ctx)
+        raise MemoryError()
+    with nogil:
+        if n > 0:
+            _code_levels(&levels[0], n, row_length, K, eg_k, ctx, &e, MODE_WRITE)
+        for j in range(5):
+            _shift_low(&e)
+    free(ctx)
+    try:
+        if e.failed:
+            raise MemoryError()
+        return (<char*> e.buf)[:e.pos]
+    finally:
+        free(e.buf)
+
+
+def cost(const int32_t[::1] levels, int K, int eg_k, Py_ssize_t row_length, bint exact=False):
+    """Cost of coding ``levels`` under the adaptive model, without coding.
+
+    Returns (bits, context_bins, bypass_bins). ``bits`` is the ideal code
+    length, sum of -log2 p over context-coded bins plus one bit per bypass
+    bin; ``exact=False`` uses a 4096-entry table (|error| < 0.2%), ``exact=True``
+    calls log2 for every bin.
+    """
+    _check_params(K, eg_k, row_length)
+    cdef Py_ssize_t n = levels.shape[0]
+    cdef Enc e
+    cdef uint16_t* ctx = _new_contexts(K)
+    if ctx == NULL:
+        raise MemoryError()
+    e.bits = 0.0
+    e.ctx_bins = 0
+    e.bypass_bins = 0
+    with nogil:
+        if n > 0:
+            if exact:
+                _code_levels(&levels[0], n, row_length, K, eg_k, ctx, &e, MODE_COST_EXACT)
+            else:
+                _code_levels(&levels[0], n, row_length, K, eg_k, ctx, &e, MODE_COST_FAST)
+    free(ctx)
+    return e.bits, e.ctx_bins, e.bypass_bins
+
+
+cdef struct Dec:
+    uint32_t range
+    uint32_t code
+    const uint8_t* buf
+    size_t pos
+    size_t n
+
+
+cdef inline uint32_t _next_byte(Dec* d) noexcept nogil:
+    cdef uint32_t b = 0
+    if d.pos < d.n:
+        b = d.buf[d.pos]
+    d.pos += 1
+    return b
+
+
+cdef inline uint32_t _dec_bit(Dec* d, uint16_t* c) noexcept nogil:
+    cdef uint32_t p = (<uint32_t> c[0] + <uint32_t> c[1]) >> 1
+    cdef uint32_t bound = (d.range >> 16) * p
+    cdef uint32_t bit
+    if d.code < bound:
+        d.range = bound
+        c[0] = <uint16_t> (c[0] + ((PROB_ONE - <uint32_t> c[0]) >> RATE_FAST))
+        c[1] = <uint16_t> (c[1] + ((PROB_ONE - <uint32_t> c[1]) >> RATE_SLOW))
+        bit = 0
+    else:
+        d.code -= bound
+        d.range -= bound
+        c[0] = <uint16_t> (c[0] - (c[0] >> RATE_FAST))
+        c[1] = <uint16_t> (c[1] - (c[1] >> RATE_SLOW))
+        bit = 1
+    while d.range < RANGE_TOP:
+        d.range <<= 8
+        d.code = (d.code << 8) | _next_byte(d)
+    return bit
+
+
+cdef inline uint32_t _dec_bypass(Dec* d) noexcept nogil:
+    cdef uint32_t bit = 0
+    d.range >>= 1
+    if d.code >= d.range:
+        d.code -= d.range
+        bit = 1
+    while d.range < RANGE_TOP:
+        d.range <<= 8
+        d.code = (d.code << 8) | _next_byte(d)
+    return bit
+
+
+cdef int _decode_levels(Dec* d, int32_t* out, Py_ssize_t n, Py_ssize_t row,
+                        int K, int eg_k, uint16_t* ctx) noexcept nogil:
+    cdef uint16_t* sig_ctx = ctx
+    cdef uint16_t* sign_ctx = ctx + 2 * N_SIG_CTX
+    cdef uint16_t* gt_ctx = ctx + 2 * (N_SIG_CTX + N_SIGN_CTX)
+    cdef int32_t prev = 0
+    cdef int32_t prev2 = 0
+    cdef int32_t above = 0
+    cdef int32_t q
+    cdef uint32_t am, act, k, neg
+    cdef uint64_t m, v
+    cdef int ek, j
+    cdef Py_ssize_t i
+    for i in range(n):
+        if row > 0 and i >= row:
+            above = out[i - row]
+        am = _mag(above)
+        q = 0
+        if _dec_bit(d, sig_ctx + 2 * _sig_ctx(prev, prev2, am)):
+            neg = _dec_bit(d, sign_ctx + 2 * _sign_ctx(prev, above))
+            act = _mag(prev) + am
+            k = 1
+            while k <= <uint32_t> K:
+                if not _dec_bit(d, gt_ctx + 2 * ((k - 1) * N_GT_CLASSES + neg * 3 + _gt_class(act, k))):
+                    break
+                k += 1
+            m = k
+            if k > <uint32_t> K:
+                ek = eg_k
+                v = 0
+                while _dec_bypass(d):
+                    v += (<uint64_t> 1 << ek)
+                    ek += 1
+                    if ek > MAX_EG_PREFIX:
+                        return STATUS_BAD_ESCAPE
+                for j in range(ek - 1, -1, -1):
+                    v += (<uint64_t> _dec_bypass(d)) << j
+                m = <uint64_t> K + 1 + v
+            if neg:
+                if m > 2147483648ULL:
+                    return STATUS_OVERFLOW
+                q = <int32_t> (-(<int64_t> m))
+            else:
+                if m > 2147483647ULL:
+                    return STATUS_OVERFLOW
+                q = <int32_t> m
+            if d.pos > d.n + 8:
+                # far past the end of the data: stop early on garbage
+                return STATUS_TRUNCATED
+        out[i] = q
+        prev2 = prev
+        prev = q
+    return STATUS_OK
+
+
+def decode_into(const uint8_t[::1] data, int32_t[::1] out, int K, int eg_k, Py_ssize_t row_length):
+    """Decode ``out.shape[0]`` levels from the coded body ``data`` into ``out``.
+
+    Returns a status code (0 = ok). The whole body must be consumed exactly.
+    """
+    _check_params(K, eg_k, row_length)
+    cdef Dec d
+    cdef int status
+    cdef int j
+    cdef Py_ssize_t n = out.shape[0]
+    cdef uint16_t* ctx = _new_contexts(K)
+    if ctx == NULL:
+        return STATUS_NO_MEMORY
+    d.n = data.shape[0]
+    d.buf = &data[0] if d.n > 0 else NULL
+    d.pos = 0
+    d.range = 0xFFFFFFFFU
+    d.code = 0
+    with nogil:
+        for j in range(4):
+            d.code = (d.code << 8) | _next_byte(&d)
+        status = STATUS_OK
+        if n > 0:
+            status = _decode_levels(&d, &out[0], n, row_length, K, eg_k, ctx)
+    free(ctx)
+    if status != STATUS_OK:
+        return status
+    if d.pos > d.n:
+        return STATUS_TRUNCATED
+    if d.pos < d.n:
+        return STATUS_TRAILING
+    if d.code >= d.range:
+        return STATUS_BAD_STATE
+    return STATUS_OK
