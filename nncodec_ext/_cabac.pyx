@@ -14,8 +14,9 @@ Binarization of a level q (coding order = C order of the tensor):
 
 Arithmetic coder: 32-bit range, 33-bit low with byte-wise carry propagation
 (pending 0xFF bytes are held back), renormalization when the range drops
-below 2**24.  Each context holds two 16-bit estimates of P(bin = 0) adapting
-with shifts 4 and 7; the coder uses their mean.
+below 2**24.  Each context holds two 30-bit estimates of P(bin = 0) adapting
+with shifts RATE_FAST and RATE_SLOW (faster while the context is young); the
+coder uses their mean, rounded to 16 bits and kept within [16, 65520].
 """
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
@@ -26,10 +27,15 @@ from libc.math cimport log2
 import numpy as np
 
 cdef enum:
-    RATE_FAST = 4
-    RATE_SLOW = 7
-    PROB_ONE = 65536
-    PROB_INIT = 32768
+    RATE_FAST = 8
+    RATE_SLOW = 11
+    WARMUP_MAX = 4095
+    PROB_ONE = 65536               # coding probabilities are 16-bit
+    P_MIN = 16
+    P_MAX = 65520
+    STATE_BITS = 30                # estimator state precision
+    STATE_ONE = 1073741824         # 2**30
+    STATE_INIT = 536870912         # 2**29, P = 1/2
     RANGE_TOP = 16777216          # 2**24
     N_SIG_CTX = 18
     N_SIGN_CTX = 9
@@ -67,6 +73,44 @@ for _i in range(4096):
 def n_contexts(int K):
     """Number of adaptive contexts used for a given K."""
     return N_SIG_CTX + N_SIGN_CTX + K * N_GT_CLASSES
+
+
+cdef struct Ctx:
+    uint32_t a        # fast estimate of P(bin = 0), 30-bit fixed point
+    uint32_t b        # slow estimate, 30-bit
+    uint32_t n        # bins seen so far, saturating at WARMUP_MAX
+
+
+# Adaptation shift during warm-up: 1 + floor(log2(n + 1)), so that a fresh
+# context learns about as fast as a frequency count, then settles at the
+# estimator's own rate.
+cdef uint8_t WARMUP_SHIFT[4096]
+for _i in range(4096):
+    WARMUP_SHIFT[_i] = 1 + int(log2(_i + 1))
+
+
+cdef inline uint32_t _p0(const Ctx* c) noexcept nogil:
+    # mean of the two estimates, as a 16-bit probability kept inside [P_MIN, P_MAX]
+    cdef uint32_t p = (c.a + c.b) >> (STATE_BITS + 1 - 16)
+    if p < P_MIN:
+        return P_MIN
+    if p > P_MAX:
+        return P_MAX
+    return p
+
+
+cdef inline void _update(Ctx* c, uint32_t bit) noexcept nogil:
+    cdef uint32_t w = WARMUP_SHIFT[c.n]
+    cdef uint32_t sa = w if w < RATE_FAST else RATE_FAST
+    cdef uint32_t sb = w if w < RATE_SLOW else RATE_SLOW
+    if bit:
+        c.a -= c.a >> sa
+        c.b -= c.b >> sb
+    else:
+        c.a += (STATE_ONE - c.a) >> sa
+        c.b += (STATE_ONE - c.b) >> sb
+    if c.n < WARMUP_MAX:
+        c.n += 1
 
 
 cdef struct Enc:
@@ -120,8 +164,8 @@ cdef inline void _shift_low(Enc* e) noexcept nogil:
     e.low = (e.low & LOW24_MASK) << 8
 
 
-cdef inline void _enc_bit(Enc* e, uint16_t* c, uint32_t bit, int mode) noexcept nogil:
-    cdef uint32_t p = (<uint32_t> c[0] + <uint32_t> c[1]) >> 1
+cdef inline void _enc_bit(Enc* e, Ctx* c, uint32_t bit, int mode) noexcept nogil:
+    cdef uint32_t p = _p0(c)
     cdef uint32_t bound
     if mode == MODE_WRITE:
         bound = (e.range >> 16) * p
@@ -145,12 +189,7 @@ cdef inline void _enc_bit(Enc* e, uint16_t* c, uint32_t bit, int mode) noexcept 
                 e.bits += COST_TABLE[(PROB_ONE - p) >> 4]
             else:
                 e.bits += COST_TABLE[p >> 4]
-    if bit:
-        c[0] = <uint16_t> (c[0] - (c[0] >> RATE_FAST))
-        c[1] = <uint16_t> (c[1] - (c[1] >> RATE_SLOW))
-    else:
-        c[0] = <uint16_t> (c[0] + ((PROB_ONE - <uint32_t> c[0]) >> RATE_FAST))
-        c[1] = <uint16_t> (c[1] + ((PROB_ONE - <uint32_t> c[1]) >> RATE_SLOW))
+    _update(c, bit)
 
 
 cdef inline void _enc_bypass(Enc* e, uint32_t bit, int mode) noexcept nogil:
@@ -206,10 +245,10 @@ cdef inline int _gt_class(uint32_t act, uint32_t k) noexcept nogil:
 
 
 cdef inline void _code_levels(const int32_t* lv, Py_ssize_t n, Py_ssize_t row,
-                              int K, int eg_k, uint16_t* ctx, Enc* e, int mode) noexcept nogil:
-    cdef uint16_t* sig_ctx = ctx
-    cdef uint16_t* sign_ctx = ctx + 2 * N_SIG_CTX
-    cdef uint16_t* gt_ctx = ctx + 2 * (N_SIG_CTX + N_SIGN_CTX)
+                              int K, int eg_k, Ctx* ctx, Enc* e, int mode) noexcept nogil:
+    cdef Ctx* sig_ctx = ctx
+    cdef Ctx* sign_ctx = ctx + N_SIG_CTX
+    cdef Ctx* gt_ctx = ctx + N_SIG_CTX + N_SIGN_CTX
     cdef int32_t prev = 0
     cdef int32_t prev2 = 0
     cdef int32_t above = 0
@@ -221,16 +260,16 @@ cdef inline void _code_levels(const int32_t* lv, Py_ssize_t n, Py_ssize_t row,
         if row > 0 and i >= row:
             above = lv[i - row]
         am = _mag(above)
-        _enc_bit(e, sig_ctx + 2 * _sig_ctx(prev, prev2, am), q != 0, mode)
+        _enc_bit(e, sig_ctx + _sig_ctx(prev, prev2, am), q != 0, mode)
         if q != 0:
             neg = q < 0
             m = _mag(q)
-            _enc_bit(e, sign_ctx + 2 * _sign_ctx(prev, above), neg, mode)
+            _enc_bit(e, sign_ctx + _sign_ctx(prev, above), neg, mode)
             act = _mag(prev) + am
             k = 1
             while k <= <uint32_t> K:
                 gt = m > k
-                _enc_bit(e, gt_ctx + 2 * ((k - 1) * N_GT_CLASSES + neg * 3 + _gt_class(act, k)), gt, mode)
+                _enc_bit(e, gt_ctx + ((k - 1) * N_GT_CLASSES + neg * 3 + _gt_class(act, k)), gt, mode)
                 if not gt:
                     break
                 k += 1
@@ -240,13 +279,15 @@ cdef inline void _code_levels(const int32_t* lv, Py_ssize_t n, Py_ssize_t row,
         prev = q
 
 
-cdef uint16_t* _new_contexts(int K) noexcept nogil:
+cdef Ctx* _new_contexts(int K) noexcept nogil:
     cdef Py_ssize_t nctx = N_SIG_CTX + N_SIGN_CTX + K * N_GT_CLASSES
-    cdef uint16_t* ctx = <uint16_t*> malloc(2 * nctx * sizeof(uint16_t))
+    cdef Ctx* ctx = <Ctx*> malloc(nctx * sizeof(Ctx))
     cdef Py_ssize_t j
     if ctx != NULL:
-        for j in range(2 * nctx):
-            ctx[j] = PROB_INIT
+        for j in range(nctx):
+            ctx[j].a = STATE_INIT
+            ctx[j].b = STATE_INIT
+            ctx[j].n = 0
     return ctx
 
 
@@ -265,7 +306,7 @@ def encode(const int32_t[::1] levels, int K, int eg_k, Py_ssize_t row_length):
     cdef Py_ssize_t n = levels.shape[0]
     cdef Enc e
     cdef int j
-    cdef uint16_t* ctx = _new_contexts(K)
+    cdef Ctx* ctx = _new_contexts(K)
     if ctx == NULL:
         raise MemoryError()
     e.low = 0
@@ -305,7 +346,7 @@ def cost(const int32_t[::1] levels, int K, int eg_k, Py_ssize_t row_length, bint
     _check_params(K, eg_k, row_length)
     cdef Py_ssize_t n = levels.shape[0]
     cdef Enc e
-    cdef uint16_t* ctx = _new_contexts(K)
+    cdef Ctx* ctx = _new_contexts(K)
     if ctx == NULL:
         raise MemoryError()
     e.bits = 0.0
@@ -337,21 +378,17 @@ cdef inline uint32_t _next_byte(Dec* d) noexcept nogil:
     return b
 
 
-cdef inline uint32_t _dec_bit(Dec* d, uint16_t* c) noexcept nogil:
-    cdef uint32_t p = (<uint32_t> c[0] + <uint32_t> c[1]) >> 1
-    cdef uint32_t bound = (d.range >> 16) * p
+cdef inline uint32_t _dec_bit(Dec* d, Ctx* c) noexcept nogil:
+    cdef uint32_t bound = (d.range >> 16) * _p0(c)
     cdef uint32_t bit
     if d.code < bound:
         d.range = bound
-        c[0] = <uint16_t> (c[0] + ((PROB_ONE - <uint32_t> c[0]) >> RATE_FAST))
-        c[1] = <uint16_t> (c[1] + ((PROB_ONE - <uint32_t> c[1]) >> RATE_SLOW))
         bit = 0
     else:
         d.code -= bound
         d.range -= bound
-        c[0] = <uint16_t> (c[0] - (c[0] >> RATE_FAST))
-        c[1] = <uint16_t> (c[1] - (c[1] >> RATE_SLOW))
         bit = 1
+    _update(c, bit)
     while d.range < RANGE_TOP:
         d.range <<= 8
         d.code = (d.code << 8) | _next_byte(d)
@@ -371,10 +408,10 @@ cdef inline uint32_t _dec_bypass(Dec* d) noexcept nogil:
 
 
 cdef int _decode_levels(Dec* d, int32_t* out, Py_ssize_t n, Py_ssize_t row,
-                        int K, int eg_k, uint16_t* ctx) noexcept nogil:
-    cdef uint16_t* sig_ctx = ctx
-    cdef uint16_t* sign_ctx = ctx + 2 * N_SIG_CTX
-    cdef uint16_t* gt_ctx = ctx + 2 * (N_SIG_CTX + N_SIGN_CTX)
+                        int K, int eg_k, Ctx* ctx) noexcept nogil:
+    cdef Ctx* sig_ctx = ctx
+    cdef Ctx* sign_ctx = ctx + N_SIG_CTX
+    cdef Ctx* gt_ctx = ctx + N_SIG_CTX + N_SIGN_CTX
     cdef int32_t prev = 0
     cdef int32_t prev2 = 0
     cdef int32_t above = 0
@@ -388,12 +425,12 @@ cdef int _decode_levels(Dec* d, int32_t* out, Py_ssize_t n, Py_ssize_t row,
             above = out[i - row]
         am = _mag(above)
         q = 0
-        if _dec_bit(d, sig_ctx + 2 * _sig_ctx(prev, prev2, am)):
-            neg = _dec_bit(d, sign_ctx + 2 * _sign_ctx(prev, above))
+        if _dec_bit(d, sig_ctx + _sig_ctx(prev, prev2, am)):
+            neg = _dec_bit(d, sign_ctx + _sign_ctx(prev, above))
             act = _mag(prev) + am
             k = 1
             while k <= <uint32_t> K:
-                if not _dec_bit(d, gt_ctx + 2 * ((k - 1) * N_GT_CLASSES + neg * 3 + _gt_class(act, k))):
+                if not _dec_bit(d, gt_ctx + ((k - 1) * N_GT_CLASSES + neg * 3 + _gt_class(act, k))):
                     break
                 k += 1
             m = k
@@ -435,7 +472,7 @@ def decode_into(const uint8_t[::1] data, int32_t[::1] out, int K, int eg_k, Py_s
     cdef int status
     cdef int j
     cdef Py_ssize_t n = out.shape[0]
-    cdef uint16_t* ctx = _new_contexts(K)
+    cdef Ctx* ctx = _new_contexts(K)
     if ctx == NULL:
         return STATUS_NO_MEMORY
     d.n = data.shape[0]

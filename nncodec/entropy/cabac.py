@@ -29,7 +29,7 @@ from . import cabac_ref
 STREAM_VERSION = 1
 MAX_K = cabac_ref.MAX_K
 MAX_EG_ORDER = cabac_ref.MAX_EG_ORDER
-DEFAULT_MAX_K = 24
+DEFAULT_MAX_K = 64
 
 _STATUS_MESSAGES = {
     1: (TruncatedError, "coded levels run past the end of the data (truncated stream)"),

@@ -14,10 +14,15 @@ import math
 
 import numpy as np
 
-RATE_FAST = 4
-RATE_SLOW = 7
+RATE_FAST = 8
+RATE_SLOW = 11
+WARMUP_MAX = 4095
 PROB_ONE = 65536
-PROB_INIT = 32768
+P_MIN = 16
+P_MAX = 65520
+STATE_BITS = 30
+STATE_ONE = 1 << STATE_BITS
+STATE_INIT = 1 << (STATE_BITS - 1)
 RANGE_TOP = 1 << 24
 N_SIG_CTX = 18
 N_SIGN_CTX = 9
@@ -34,6 +39,8 @@ STATUS_OVERFLOW = 4
 STATUS_BAD_STATE = 5
 
 _MASK32 = 0xFFFFFFFF
+# adaptation shift while a context is young: 1 + floor(log2(n + 1))
+_WARMUP_SHIFT = [1 + (n + 1).bit_length() - 1 for n in range(WARMUP_MAX + 1)]
 _COST_TABLE = [-math.log2((16.0 * i + 8.0) / 65536.0) for i in range(4096)]
 
 
@@ -71,24 +78,31 @@ def _gt_class(act: int, k: int) -> int:
 
 
 class _Contexts:
-    """Two probability estimates of P(bin = 0) per context, 16-bit each."""
+    """Per context: two 30-bit estimates of P(bin = 0) and a bin count."""
 
     def __init__(self, K: int):
         n = n_contexts(K)
-        self.a = [PROB_INIT] * n
-        self.b = [PROB_INIT] * n
+        self.a = [STATE_INIT] * n
+        self.b = [STATE_INIT] * n
+        self.n = [0] * n
 
     def p0(self, i: int) -> int:
-        return (self.a[i] + self.b[i]) >> 1
+        p = (self.a[i] + self.b[i]) >> (STATE_BITS + 1 - 16)
+        return min(max(p, P_MIN), P_MAX)
 
     def update(self, i: int, bit: int) -> None:
-        a, b = self.a[i], self.b[i]
+        a, b, n = self.a[i], self.b[i], self.n[i]
+        w = _WARMUP_SHIFT[n]
+        sa = min(w, RATE_FAST)
+        sb = min(w, RATE_SLOW)
         if bit:
-            self.a[i] = a - (a >> RATE_FAST)
-            self.b[i] = b - (b >> RATE_SLOW)
+            self.a[i] = a - (a >> sa)
+            self.b[i] = b - (b >> sb)
         else:
-            self.a[i] = a + ((PROB_ONE - a) >> RATE_FAST)
-            self.b[i] = b + ((PROB_ONE - b) >> RATE_SLOW)
+            self.a[i] = a + ((STATE_ONE - a) >> sa)
+            self.b[i] = b + ((STATE_ONE - b) >> sb)
+        if n < WARMUP_MAX:
+            self.n[i] = n + 1
 
 
 class _Writer:
