@@ -16,7 +16,7 @@ Arithmetic coder: 32-bit range, 33-bit low with byte-wise carry propagation
 (pending 0xFF bytes are held back), renormalization when the range drops
 below 2**24.  Each context holds two 30-bit estimates of P(bin = 0) adapting
 with shifts RATE_FAST and RATE_SLOW (faster while the context is young); the
-coder uses their mean, rounded to 16 bits and kept within [16, 65520].
+coder uses their mean, rounded to 16 bits and forced odd (so never 0).
 """
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
@@ -31,8 +31,6 @@ cdef enum:
     RATE_SLOW = 11
     WARMUP_MAX = 4095
     PROB_ONE = 65536               # coding probabilities are 16-bit
-    P_MIN = 16
-    P_MAX = 65520
     STATE_BITS = 30                # estimator state precision
     STATE_ONE = 1073741824         # 2**30
     STATE_INIT = 536870912         # 2**29, P = 1/2
@@ -81,36 +79,29 @@ cdef struct Ctx:
     uint32_t n        # bins seen so far, saturating at WARMUP_MAX
 
 
-# Adaptation shift during warm-up: 1 + floor(log2(n + 1)), so that a fresh
-# context learns about as fast as a frequency count, then settles at the
-# estimator's own rate.
-cdef uint8_t WARMUP_SHIFT[4096]
+# Adaptation shifts while a context is young: w(n) = 1 + floor(log2(n + 1)),
+# so that a fresh context learns about as fast as a frequency count, then
+# settles at the estimator's own rate. Packed: fast shift | slow shift << 8.
+cdef uint16_t WARMUP_SHIFTS[4096]
+cdef int _w
 for _i in range(4096):
-    WARMUP_SHIFT[_i] = 1 + int(log2(_i + 1))
+    _w = 1 + int(log2(_i + 1))
+    WARMUP_SHIFTS[_i] = min(_w, RATE_FAST) | (min(_w, RATE_SLOW) << 8)
 
 
 cdef inline uint32_t _p0(const Ctx* c) noexcept nogil:
-    # mean of the two estimates, as a 16-bit probability kept inside [P_MIN, P_MAX]
-    cdef uint32_t p = (c.a + c.b) >> (STATE_BITS + 1 - 16)
-    if p < P_MIN:
-        return P_MIN
-    if p > P_MAX:
-        return P_MAX
-    return p
+    # mean of the two estimates as a 16-bit probability; "| 1" keeps it >= 1
+    return ((c.a + c.b) >> (STATE_BITS + 1 - 16)) | 1u
 
 
 cdef inline void _update(Ctx* c, uint32_t bit) noexcept nogil:
-    cdef uint32_t w = WARMUP_SHIFT[c.n]
-    cdef uint32_t sa = w if w < RATE_FAST else RATE_FAST
-    cdef uint32_t sb = w if w < RATE_SLOW else RATE_SLOW
-    if bit:
-        c.a -= c.a >> sa
-        c.b -= c.b >> sb
-    else:
-        c.a += (STATE_ONE - c.a) >> sa
-        c.b += (STATE_ONE - c.b) >> sb
-    if c.n < WARMUP_MAX:
-        c.n += 1
+    # move each estimate towards the observed bin: state += (target - state) >> shift,
+    # with an arithmetic (flooring) shift of the signed difference
+    cdef uint32_t w = WARMUP_SHIFTS[c.n]
+    cdef int32_t target = <int32_t> ((bit - 1u) & STATE_ONE)
+    c.a = <uint32_t> (<int32_t> c.a + ((target - <int32_t> c.a) >> (w & 0xFF)))
+    c.b = <uint32_t> (<int32_t> c.b + ((target - <int32_t> c.b) >> (w >> 8)))
+    c.n += c.n < WARMUP_MAX
 
 
 cdef struct Enc:
@@ -245,7 +236,7 @@ cdef inline int _gt_class(uint32_t act, uint32_t k) noexcept nogil:
 
 
 cdef inline void _code_levels(const int32_t* lv, Py_ssize_t n, Py_ssize_t row,
-                              int K, int eg_k, Ctx* ctx, Enc* e, int mode) noexcept nogil:
+                              int K, int eg_k, Ctx* ctx, Enc* ep, int mode) noexcept nogil:
     cdef Ctx* sig_ctx = ctx
     cdef Ctx* sign_ctx = ctx + N_SIG_CTX
     cdef Ctx* gt_ctx = ctx + N_SIG_CTX + N_SIGN_CTX
@@ -255,6 +246,8 @@ cdef inline void _code_levels(const int32_t* lv, Py_ssize_t n, Py_ssize_t row,
     cdef int32_t q
     cdef uint32_t m, am, act, k, neg, gt
     cdef Py_ssize_t i
+    cdef Enc el = ep[0]
+    cdef Enc* e = &el
     for i in range(n):
         q = lv[i]
         if row > 0 and i >= row:
@@ -277,6 +270,7 @@ cdef inline void _code_levels(const int32_t* lv, Py_ssize_t n, Py_ssize_t row,
                 _enc_eg(e, <uint64_t> m - <uint64_t> K - 1, eg_k, mode)
         prev2 = prev
         prev = q
+    ep[0] = el
 
 
 cdef Ctx* _new_contexts(int K) noexcept nogil:
@@ -380,14 +374,11 @@ cdef inline uint32_t _next_byte(Dec* d) noexcept nogil:
 
 cdef inline uint32_t _dec_bit(Dec* d, Ctx* c) noexcept nogil:
     cdef uint32_t bound = (d.range >> 16) * _p0(c)
-    cdef uint32_t bit
-    if d.code < bound:
-        d.range = bound
-        bit = 0
-    else:
-        d.code -= bound
-        d.range -= bound
-        bit = 1
+    # branch-free: mask is all ones when the bin is 1
+    cdef uint32_t mask = 0u - <uint32_t> (d.code >= bound)
+    cdef uint32_t bit = mask & 1u
+    d.code -= bound & mask
+    d.range = bound + ((d.range - bound - bound) & mask)
     _update(c, bit)
     while d.range < RANGE_TOP:
         d.range <<= 8
@@ -407,7 +398,7 @@ cdef inline uint32_t _dec_bypass(Dec* d) noexcept nogil:
     return bit
 
 
-cdef int _decode_levels(Dec* d, int32_t* out, Py_ssize_t n, Py_ssize_t row,
+cdef int _decode_levels(Dec* dp, int32_t* out, Py_ssize_t n, Py_ssize_t row,
                         int K, int eg_k, Ctx* ctx) noexcept nogil:
     cdef Ctx* sig_ctx = ctx
     cdef Ctx* sign_ctx = ctx + N_SIG_CTX
@@ -420,6 +411,9 @@ cdef int _decode_levels(Dec* d, int32_t* out, Py_ssize_t n, Py_ssize_t row,
     cdef uint64_t m, v
     cdef int ek, j
     cdef Py_ssize_t i
+    # work on a local copy so the compiler can keep the coder state in registers
+    cdef Dec dl = dp[0]
+    cdef Dec* d = &dl
     for i in range(n):
         if row > 0 and i >= row:
             above = out[i - row]
@@ -441,24 +435,29 @@ cdef int _decode_levels(Dec* d, int32_t* out, Py_ssize_t n, Py_ssize_t row,
                     v += (<uint64_t> 1 << ek)
                     ek += 1
                     if ek > MAX_EG_PREFIX:
+                        dp[0] = dl
                         return STATUS_BAD_ESCAPE
                 for j in range(ek - 1, -1, -1):
                     v += (<uint64_t> _dec_bypass(d)) << j
                 m = <uint64_t> K + 1 + v
             if neg:
                 if m > 2147483648ULL:
+                    dp[0] = dl
                     return STATUS_OVERFLOW
                 q = <int32_t> (-(<int64_t> m))
             else:
                 if m > 2147483647ULL:
+                    dp[0] = dl
                     return STATUS_OVERFLOW
                 q = <int32_t> m
             if d.pos > d.n + 8:
                 # far past the end of the data: stop early on garbage
+                dp[0] = dl
                 return STATUS_TRUNCATED
         out[i] = q
         prev2 = prev
         prev = q
+    dp[0] = dl
     return STATUS_OK
 
 
@@ -496,3 +495,45 @@ def decode_into(const uint8_t[::1] data, int32_t[::1] out, int K, int eg_k, Py_s
     if d.code >= d.range:
         return STATUS_BAD_STATE
     return STATUS_OK
+
+
+def magnitude_histogram(const int32_t[::1] levels, int cap):
+    """Counts of min(|q|, cap + 1) over the levels (length cap + 2)."""
+    if cap < 0 or cap > 1 << 20:
+        raise ValueError("cap out of range")
+    hist = np.zeros(cap + 2, dtype=np.int64)
+    cdef int64_t[::1] h = hist
+    cdef Py_ssize_t i, n = levels.shape[0]
+    cdef uint32_t m, top = <uint32_t> cap + 1
+    with nogil:
+        for i in range(n):
+            m = _mag(levels[i])
+            if m > top:
+                m = top
+            h[m] += 1
+    return hist
+
+
+cdef extern from *:
+    int __builtin_clzll(unsigned long long) nogil
+
+
+cdef inline int _bit_length(uint64_t x) noexcept nogil:
+    # x > 0 here
+    return 64 - __builtin_clzll(x)
+
+
+def remainder_histogram(const int32_t[::1] levels, int K):
+    """Counts, for the levels above K, of the bit length (0..32) of the
+    remainder r = |q| - K - 1."""
+    hist = np.zeros(34, dtype=np.int64)
+    cdef int64_t[::1] h = hist
+    cdef Py_ssize_t i, n = levels.shape[0]
+    cdef uint64_t m
+    with nogil:
+        for i in range(n):
+            m = _mag(levels[i])
+            if m > <uint64_t> K:
+                m -= <uint64_t> K + 1
+                h[_bit_length(m) if m else 0] += 1
+    return hist

@@ -112,10 +112,13 @@ fi
 # nncodec's own metadata also asks for torchvision, opencv-python, ptflops and
 # torchmetrics: torchvision is replaced by a stand-in in run_reference.py, the
 # headless OpenCV provides cv2, and ptflops/torchmetrics are never imported by
-# nncodec.nnc. "pip check" therefore reports them missing; that is expected.
+# nncodec.nnc. pip's resolver therefore reports them missing; that is expected.
+# numpy<2 is required by nncodec 2.1.3; pandas>=3.1 and opencv-python-headless>=4.12
+# need numpy>=2, so they are capped here (otherwise pip backtracks through ~250 MB of
+# OpenCV wheels before settling on the same versions).
 log "installing runtime dependencies"
 "${PIP[@]}" install "${EXTRA[@]}" -c "$CONSTRAINTS" \
-  "numpy<2" click scikit-learn tqdm h5py pybind11 pandas opencv-python-headless
+  "numpy<2" click scikit-learn tqdm h5py pybind11 "pandas<3.1" "opencv-python-headless<4.12"
 
 # Final guard: nothing CUDA-ish or torchvision slipped in, torch is still the CPU build.
 "$VPY" - <<'EOF'

@@ -80,37 +80,39 @@ def _as_levels(levels) -> np.ndarray:
 def choose_k(levels, max_k: int = DEFAULT_MAX_K) -> int:
     """K, the number of greater-than flags: the smallest k such that at most
     1/8 of the non-zero levels exceed k, between 1 and ``max_k`` (every flag
-    is a bin to code, so a cap keeps the coder fast on wide distributions)."""
+    is a bin to code, so the cap bounds the work per level)."""
     if not 0 <= max_k <= MAX_K:
         raise ValueError(f"max_k must be in 0..{MAX_K}")
-    lv = _as_levels(levels)
-    mags = np.abs(lv[lv != 0].astype(np.int64))
-    if mags.size == 0 or max_k == 0:
+    hist = implementation().magnitude_histogram(_as_levels(levels), max_k)
+    nonzero = int(hist[1:].sum())
+    if nonzero == 0 or max_k == 0:
         return min(1, max_k)
-    hist = np.bincount(np.minimum(mags, max_k + 1), minlength=max_k + 2)
-    above = mags.size - np.cumsum(hist)  # above[k] = number of levels with |q| > k
-    ok = np.nonzero(above * 8 <= mags.size)[0]
-    K = int(ok[0]) if ok.size else max_k
+    above = nonzero - np.cumsum(hist[1:])  # above[k - 1] = number of levels with |q| > k
+    ok = np.nonzero(above * 8 <= nonzero)[0]
+    K = int(ok[0]) + 1 if ok.size else max_k
     return max(1, min(K, max_k))
 
 
 def choose_eg_order(levels, K: int) -> int:
-    """The Exp-Golomb order that spends the fewest bypass bits on the
-    remainders |q| - K - 1 of the levels above K."""
-    lv = _as_levels(levels)
-    mags = np.abs(lv.astype(np.int64))
-    rem = (mags[mags > K] - K - 1).astype(np.float64)
-    if rem.size == 0:
+    """The Exp-Golomb order expected to spend the fewest bypass bits on the
+    remainders r = |q| - K - 1 of the levels above K.
+
+    Works from a histogram of bit lengths b of r: order e spends 2p + 1 + e
+    bits, with prefix length p = 0 if b <= e, 1 if b = e + 1, and otherwise
+    b - 1 - e, plus 1 for the fraction (taken as 2**(e + 1 - b)) of the
+    class where r + 2**e carries into bit b.
+    """
+    hist = implementation().remainder_histogram(_as_levels(levels), K)
+    if not hist.any():
         return 0
+    b = np.arange(hist.size)
     best_e, best_bits = 0, None
     for e in range(MAX_EG_ORDER + 1):
-        # order e: p ones, a zero, then e + p suffix bits, p = floor(log2(r / 2**e + 1))
-        p = np.floor(np.log2(rem / float(1 << e) + 1.0))
-        bits = float(np.sum(2 * p + 1 + e))
+        p = np.where(b <= e, 0.0, np.where(b == e + 1, 1.0,
+                                           b - 1.0 - e + np.exp2(e + 1.0 - b)))
+        bits = float(np.sum(hist * (2.0 * p + 1.0 + e)))
         if best_bits is None or bits < best_bits:
             best_e, best_bits = e, bits
-        elif bits > best_bits:
-            break  # the cost is convex in e
     return best_e
 
 

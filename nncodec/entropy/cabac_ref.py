@@ -347,3 +347,17 @@ def decode_into(data, out: np.ndarray, K: int, eg_k: int, row_length: int) -> in
     if r.code >= r.range:
         return STATUS_BAD_STATE
     return STATUS_OK
+
+
+def magnitude_histogram(levels, cap: int) -> np.ndarray:
+    """Counts of min(|q|, cap + 1) over the levels (length cap + 2)."""
+    mags = np.abs(np.asarray(levels, dtype=np.int64))
+    return np.bincount(np.minimum(mags, cap + 1), minlength=cap + 2).astype(np.int64)
+
+
+def remainder_histogram(levels, K: int) -> np.ndarray:
+    """Counts, for the levels above K, of the bit length (0..32) of |q| - K - 1."""
+    mags = np.abs(np.asarray(levels, dtype=np.int64))
+    rem = mags[mags > K] - K - 1
+    _, bitlen = np.frexp(rem.astype(np.float64))  # exact below 2**53
+    return np.bincount(bitlen.astype(np.int64), minlength=34).astype(np.int64)
