@@ -226,7 +226,7 @@ cdef inline int _sign_ctx(int32_t prev, int32_t above) noexcept nogil:
     return cp * 3 + ca
 
 
-cdef inline int _gt_class(uint32_t act, uint32_t k) noexcept nogil:
+cdef inline int _gt_class(uint64_t act, uint32_t k) noexcept nogil:
     # local activity against the threshold being tested
     if act < k:
         return 0
@@ -244,7 +244,8 @@ cdef inline void _code_levels(const int32_t* lv, Py_ssize_t n, Py_ssize_t row,
     cdef int32_t prev2 = 0
     cdef int32_t above = 0
     cdef int32_t q
-    cdef uint32_t m, am, act, k, neg, gt
+    cdef uint32_t m, am, k, neg, gt
+    cdef uint64_t act
     cdef Py_ssize_t i
     cdef Enc el = ep[0]
     cdef Enc* e = &el
@@ -258,7 +259,7 @@ cdef inline void _code_levels(const int32_t* lv, Py_ssize_t n, Py_ssize_t row,
             neg = q < 0
             m = _mag(q)
             _enc_bit(e, sign_ctx + _sign_ctx(prev, above), neg, mode)
-            act = _mag(prev) + am
+            act = <uint64_t> _mag(prev) + am
             k = 1
             while k <= <uint32_t> K:
                 gt = m > k
@@ -407,7 +408,8 @@ cdef int _decode_levels(Dec* dp, int32_t* out, Py_ssize_t n, Py_ssize_t row,
     cdef int32_t prev2 = 0
     cdef int32_t above = 0
     cdef int32_t q
-    cdef uint32_t am, act, k, neg
+    cdef uint32_t am, k, neg
+    cdef uint64_t act
     cdef uint64_t m, v
     cdef int ek, j
     cdef Py_ssize_t i
@@ -421,7 +423,7 @@ cdef int _decode_levels(Dec* dp, int32_t* out, Py_ssize_t n, Py_ssize_t row,
         q = 0
         if _dec_bit(d, sig_ctx + _sig_ctx(prev, prev2, am)):
             neg = _dec_bit(d, sign_ctx + _sign_ctx(prev, above))
-            act = _mag(prev) + am
+            act = <uint64_t> _mag(prev) + am
             k = 1
             while k <= <uint32_t> K:
                 if not _dec_bit(d, gt_ctx + ((k - 1) * N_GT_CLASSES + neg * 3 + _gt_class(act, k))):

@@ -24,7 +24,8 @@ RUNNER="$HERE/run_reference.py"
 NNCODEC_VERSION="2.1.3"
 TORCH_VERSION="2.13.0"
 
-log() { printf '[setup_reference_venv] %s\n' "$*" >&2; }
+T0=$(date +%s)
+log() { printf '[setup_reference_venv +%ss] %s\n' "$(( $(date +%s) - T0 ))" "$*" >&2; }
 
 # Refuse to touch the project's own environment or the system Python.
 case "$VENV" in
@@ -39,9 +40,9 @@ smoke() {
 }
 
 if [ "${NNCODEC_REF_FORCE:-0}" != "1" ] && [ -x "$VENV/bin/python" ]; then
-  if smoke >/dev/null 2>&1; then
+  if SMOKE_OUT="$(smoke 2>&1)"; then
     log "reference venv at $VENV already works; nothing to do (NNCODEC_REF_FORCE=1 to rebuild)"
-    smoke
+    printf '%s\n' "$SMOKE_OUT"
     exit 0
   fi
   log "venv at $VENV exists but the smoke check fails; rebuilding it"

@@ -18,8 +18,6 @@ RATE_FAST = 8
 RATE_SLOW = 11
 WARMUP_MAX = 4095
 PROB_ONE = 65536
-P_MIN = 16
-P_MAX = 65520
 STATE_BITS = 30
 STATE_ONE = 1 << STATE_BITS
 STATE_INIT = 1 << (STATE_BITS - 1)
@@ -87,20 +85,17 @@ class _Contexts:
         self.n = [0] * n
 
     def p0(self, i: int) -> int:
-        p = (self.a[i] + self.b[i]) >> (STATE_BITS + 1 - 16)
-        return min(max(p, P_MIN), P_MAX)
+        # mean of the two estimates as a 16-bit probability, forced odd (never 0)
+        return ((self.a[i] + self.b[i]) >> (STATE_BITS + 1 - 16)) | 1
 
     def update(self, i: int, bit: int) -> None:
-        a, b, n = self.a[i], self.b[i], self.n[i]
+        # state += (target - state) >> shift, flooring shift of the signed difference
+        n = self.n[i]
         w = _WARMUP_SHIFT[n]
-        sa = min(w, RATE_FAST)
-        sb = min(w, RATE_SLOW)
-        if bit:
-            self.a[i] = a - (a >> sa)
-            self.b[i] = b - (b >> sb)
-        else:
-            self.a[i] = a + ((STATE_ONE - a) >> sa)
-            self.b[i] = b + ((STATE_ONE - b) >> sb)
+        target = 0 if bit else STATE_ONE
+        a, b = self.a[i], self.b[i]
+        self.a[i] = a + ((target - a) >> min(w, RATE_FAST))
+        self.b[i] = b + ((target - b) >> min(w, RATE_SLOW))
         if n < WARMUP_MAX:
             self.n[i] = n + 1
 
