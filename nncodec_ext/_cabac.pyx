@@ -29,7 +29,7 @@ import numpy as np
 cdef enum:
     RATE_FAST = 8
     RATE_SLOW = 11
-    WARMUP_MAX = 4095
+    WARMUP_MAX = 1023               # from here on both shifts are at their rates
     PROB_ONE = 65536               # coding probabilities are 16-bit
     STATE_BITS = 30                # estimator state precision
     STATE_ONE = 1073741824         # 2**30
@@ -82,9 +82,9 @@ cdef struct Ctx:
 # Adaptation shifts while a context is young: w(n) = 1 + floor(log2(n + 1)),
 # so that a fresh context learns about as fast as a frequency count, then
 # settles at the estimator's own rate. Packed: fast shift | slow shift << 8.
-cdef uint16_t WARMUP_SHIFTS[4096]
+cdef uint16_t WARMUP_SHIFTS[WARMUP_MAX + 1]
 cdef int _w
-for _i in range(4096):
+for _i in range(WARMUP_MAX + 1):
     _w = 1 + int(log2(_i + 1))
     WARMUP_SHIFTS[_i] = min(_w, RATE_FAST) | (min(_w, RATE_SLOW) << 8)
 
@@ -97,11 +97,17 @@ cdef inline uint32_t _p0(const Ctx* c) noexcept nogil:
 cdef inline void _update(Ctx* c, uint32_t bit) noexcept nogil:
     # move each estimate towards the observed bin: state += (target - state) >> shift,
     # with an arithmetic (flooring) shift of the signed difference
-    cdef uint32_t w = WARMUP_SHIFTS[c.n]
     cdef int32_t target = <int32_t> ((bit - 1u) & STATE_ONE)
-    c.a = <uint32_t> (<int32_t> c.a + ((target - <int32_t> c.a) >> (w & 0xFF)))
-    c.b = <uint32_t> (<int32_t> c.b + ((target - <int32_t> c.b) >> (w >> 8)))
-    c.n += c.n < WARMUP_MAX
+    cdef uint32_t w
+    if c.n >= WARMUP_MAX:
+        # settled context (the common case): constant shifts
+        c.a = <uint32_t> (<int32_t> c.a + ((target - <int32_t> c.a) >> RATE_FAST))
+        c.b = <uint32_t> (<int32_t> c.b + ((target - <int32_t> c.b) >> RATE_SLOW))
+    else:
+        w = WARMUP_SHIFTS[c.n]
+        c.a = <uint32_t> (<int32_t> c.a + ((target - <int32_t> c.a) >> (w & 0xFF)))
+        c.b = <uint32_t> (<int32_t> c.b + ((target - <int32_t> c.b) >> (w >> 8)))
+        c.n += 1
 
 
 cdef struct Enc:

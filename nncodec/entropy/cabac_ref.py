@@ -16,7 +16,7 @@ import numpy as np
 
 RATE_FAST = 8
 RATE_SLOW = 11
-WARMUP_MAX = 4095
+WARMUP_MAX = 1023  # n at which both shifts have reached their rates
 PROB_ONE = 65536
 STATE_BITS = 30
 STATE_ONE = 1 << STATE_BITS
