@@ -6,3 +6,8 @@ __version__ = "0.1.0"
 
 __all__ = ["ChecksumError", "FormatError", "LimitError", "NNCodecError", "TruncatedError",
            "VersionError", "__version__"]
+
+from .api import NNCFile, decode, encode, load_file, open, save_file  # noqa: E402,A004
+from .pipeline import Settings  # noqa: E402
+
+__all__ += ["NNCFile", "Settings", "decode", "encode", "load_file", "open", "save_file"]

@@ -1,0 +1,188 @@
+"""The library API: what storage backends and scripts call.
+
+    import nncodec
+    data = nncodec.encode({"fc.weight": w, "fc.bias": b}, target_snr=30)   # -> bytes
+    tensors = nncodec.decode(data)                                          # -> dict of numpy arrays
+    nncodec.save_file(tensors, "model.nnc", qp=-38)
+    tensors = nncodec.load_file("model.nnc", framework="torch")
+    with nncodec.open("model.nnc") as f:            # reads only what is asked for
+        f.keys(); f.metadata(); f.get_tensor("fc.weight"); f.info()
+
+Inputs may be numpy arrays or torch tensors (torch.bfloat16 included); numpy
+has no bfloat16, so a numpy caller passes its bits as uint16 and says so in
+``dtypes={"name": "bfloat16"}``. Outputs are numpy unless ``framework="torch"``.
+"""
+from __future__ import annotations
+
+import io as _io
+import os
+from typing import Any, BinaryIO, Callable, Iterable, Mapping, Optional, Union
+
+import numpy as np
+
+from . import __version__, container
+from .container import Reader, TensorRecord
+from .errors import FormatError
+from .pipeline import Settings, decode_tensor, dtype_name, encode_tensor
+
+Progress = Optional[Callable[[str, int, int], None]]
+_FRAMEWORKS = ("numpy", "np", "torch", "pt")
+
+
+def _to_numpy(name: str, value: Any, dtypes: Mapping[str, str]) -> tuple[np.ndarray, str]:
+    if hasattr(value, "detach") and hasattr(value, "dtype"):  # a torch tensor
+        import torch
+
+        t = value.detach().cpu().contiguous()
+        if t.dtype == torch.bfloat16:
+            return t.view(torch.int16).numpy().view(np.uint16), "bfloat16"
+        arr = t.numpy()
+    else:
+        arr = np.asarray(value)
+    if name in dtypes:
+        declared = dtypes[name]
+        if declared == "bfloat16":
+            if arr.dtype != np.uint16:
+                raise TypeError(f"tensor {name!r}: bfloat16 must be given as uint16 bits, got {arr.dtype}")
+            return arr, "bfloat16"
+        if np.dtype(arr.dtype).name != declared:
+            raise TypeError(f"tensor {name!r}: declared {declared} but the array is {arr.dtype}")
+    return arr, dtype_name(arr)
+
+
+def _records(tensors: Mapping[str, Any], settings: Settings, dtypes: Mapping[str, str],
+             progress: Progress) -> Iterable[TensorRecord]:
+    names = list(tensors)
+    for i, name in enumerate(names):
+        if not isinstance(name, str):
+            raise TypeError(f"tensor names must be strings, got {name!r}")
+        arr, dtype = _to_numpy(name, tensors[name], dtypes)
+        if progress is not None:
+            progress(name, i, len(names))
+        yield encode_tensor(name, arr, dtype, settings)
+    if progress is not None:
+        progress("", len(names), len(names))
+
+
+def _metadata(metadata: Optional[Mapping[str, str]], settings: Settings) -> dict[str, str]:
+    meta = {"nncodec.version": __version__, "nncodec.settings": settings.describe()}
+    for k, v in (metadata or {}).items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise TypeError("metadata keys and values must be strings")
+        meta[k] = v
+    return meta
+
+
+def _settings(settings: Optional[Settings], kwargs: dict) -> Settings:
+    if settings is not None:
+        if kwargs:
+            raise TypeError("pass either settings= or keyword settings, not both")
+        return settings
+    return Settings(**kwargs)
+
+
+def encode(tensors: Mapping[str, Any], *, metadata: Optional[Mapping[str, str]] = None,
+           dtypes: Optional[Mapping[str, str]] = None, settings: Optional[Settings] = None,
+           progress: Progress = None, **kwargs) -> bytes:
+    """Compress a dict of tensors into ``.nnc`` bytes.
+
+    Keyword settings (see ``nncodec.pipeline.Settings``): ``step``, ``qp`` or
+    ``target_snr`` (weights), ``small_snr`` (1-D tensors), ``backend``
+    (``"cabac"`` or ``"constriction"``), ``lossless``.
+    """
+    s = _settings(settings, kwargs)
+    return container.pack(_records(tensors, s, dtypes or {}, progress), _metadata(metadata, s))
+
+
+def save_file(tensors: Mapping[str, Any], target: Union[str, os.PathLike, BinaryIO], *,
+              metadata: Optional[Mapping[str, str]] = None, dtypes: Optional[Mapping[str, str]] = None,
+              settings: Optional[Settings] = None, progress: Progress = None, **kwargs) -> None:
+    """Like ``encode``, written to a path (atomically) or a binary file object."""
+    s = _settings(settings, kwargs)
+    container.write(target, list(_records(tensors, s, dtypes or {}, progress)), _metadata(metadata, s))
+
+
+def _convert(arr: np.ndarray, dtype: str, framework: str):
+    if framework in ("numpy", "np"):
+        return arr
+    import torch
+
+    if dtype == "bfloat16":
+        return torch.from_numpy(arr.view(np.int16).copy()).view(torch.bfloat16)
+    return torch.from_numpy(arr.copy())
+
+
+class NNCFile:
+    """A lazily read ``.nnc``: opening reads the header; each tensor's bytes are
+    read, checked and decoded when it is asked for."""
+
+    def __init__(self, source: Union[str, os.PathLike, BinaryIO, bytes, bytearray, memoryview],
+                 framework: str = "numpy"):
+        if framework not in _FRAMEWORKS:
+            raise ValueError(f"framework must be one of {', '.join(_FRAMEWORKS)}")
+        self.framework = framework
+        self._reader = Reader(source)
+
+    def __enter__(self) -> "NNCFile":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._reader.close()
+
+    def keys(self) -> list[str]:
+        return self._reader.keys()
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._reader
+
+    def __len__(self) -> int:
+        return len(self._reader)
+
+    def metadata(self) -> dict[str, str]:
+        return self._reader.metadata()
+
+    def dtype(self, name: str) -> str:
+        return self._reader.record_info(name).dtype
+
+    def get_tensor(self, name: str):
+        info = self._reader.record_info(name)
+        arr = decode_tensor(info, self._reader.read_payload(name))
+        return _convert(arr, info.dtype, self.framework)
+
+    def info(self) -> dict:
+        """Container summary plus bits per element of each tensor."""
+        out = self._reader.info()
+        for t in out.get("tensors", []):
+            numel = int(np.prod(t["shape"])) if t.get("shape") is not None else 0
+            t["bits_per_element"] = (8.0 * t["bytes"] / numel) if numel else 0.0
+        return out
+
+    def verify(self) -> list[str]:
+        """Check every checksum and decode every tensor; returns the problems found."""
+        problems = []
+        for name in self.keys():
+            try:
+                decode_tensor(self._reader.record_info(name), self._reader.read_payload(name))
+            except FormatError as exc:
+                problems.append(f"tensor {name!r}: {exc}")
+        return problems
+
+
+def open(source, framework: str = "numpy") -> NNCFile:  # noqa: A001 - mirrors safetensors.safe_open
+    """Open a ``.nnc`` path, binary file object or bytes for lazy reading."""
+    return NNCFile(source, framework)
+
+
+def decode(data: Union[bytes, bytearray, memoryview], *, framework: str = "numpy") -> dict:
+    """Decode ``.nnc`` bytes into a dict of tensors (in the stored order)."""
+    with NNCFile(_io.BytesIO(bytes(data)), framework) as f:
+        return {name: f.get_tensor(name) for name in f.keys()}
+
+
+def load_file(source, *, framework: str = "numpy") -> dict:
+    """Decode a whole ``.nnc`` file (path or binary file object)."""
+    with NNCFile(source, framework) as f:
+        return {name: f.get_tensor(name) for name in f.keys()}
