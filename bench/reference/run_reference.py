@@ -181,11 +181,11 @@ def _peak_rss_bytes() -> int:
 
 
 def _snr_db(signal_energy: float, noise_energy: float) -> float | None:
+    """10 log10(sum w^2 / sum (w - w_hat)^2); None where undefined (lossless or all-zero),
+    so that the JSON stays strict (no Infinity)."""
     import math
-    if noise_energy == 0.0:
-        return None if signal_energy == 0.0 else math.inf
-    if signal_energy == 0.0:
-        return -math.inf
+    if noise_energy == 0.0 or signal_energy == 0.0:
+        return None
     return 10.0 * math.log10(signal_energy / noise_energy)
 
 
@@ -205,7 +205,9 @@ def load_npz(path: str):
                 a = a.astype(np.int32)
             else:
                 raise SystemExit(f"{path}: tensor {name!r} has unsupported dtype {a.dtype}")
-            params[name] = np.ascontiguousarray(a)
+            if not a.flags.c_contiguous:  # (np.ascontiguousarray would turn 0-d into 1-d)
+                a = a.copy(order="C")
+            params[name] = a
     if not params:
         raise SystemExit(f"{path}: no arrays")
     return params, notes
@@ -253,9 +255,16 @@ def run(args) -> dict:
     )
 
     os.makedirs(os.path.dirname(os.path.abspath(args.out_bitstream)), exist_ok=True)
-    # compress() mutates nothing we keep, but pass a shallow copy to be safe.
+    # nncodec 2.1.3 crashes on 0-d arrays inside compress() (coder/baseline.py indexes
+    # shape[0]), so scalars are passed as shape (1,) and reshaped back after decoding.
+    enc_params = {}
+    for name, a in params.items():
+        if a.ndim == 0:
+            notes.append(f"{name}: 0-d scalar coded as shape (1,)")
+            a = a.reshape(1)
+        enc_params[name] = a
     t0 = time.perf_counter()
-    nnc.compress(dict(params), args.out_bitstream, **kwargs)
+    nnc.compress(enc_params, args.out_bitstream, **kwargs)
     encode_s = time.perf_counter() - t0
 
     with open(args.out_bitstream, "rb") as f:
@@ -277,7 +286,10 @@ def run(args) -> dict:
     for name, a in params.items():
         d = decoded[name]
         if d.shape != a.shape:
-            raise SystemExit(f"{name}: decoded shape {d.shape} != input {a.shape}")
+            if d.size == a.size and a.ndim == 0:  # scalar, sent as shape (1,) (see above)
+                d = decoded[name] = d.reshape(a.shape)
+            else:
+                raise SystemExit(f"{name}: decoded shape {d.shape} != input {a.shape}")
         a64, d64 = a.astype(np.float64), d.astype(np.float64)
         s, e = float(np.sum(a64 * a64)), float(np.sum((a64 - d64) ** 2))
         sig_all += s
@@ -289,9 +301,10 @@ def run(args) -> dict:
         per_tensor[name] = {
             "shape": list(a.shape), "dtype_in": str(a.dtype), "dtype_out": str(d.dtype),
             "n": int(a.size), "kind": "weight" if is_weight else "non-weight",
-            "qp": int(qp_per_tensor.get(name)) if qp_per_tensor and name in qp_per_tensor
+            "qp": None if a.dtype == np.int32  # int32 tensors are coded losslessly ("skip")
+                  else int(qp_per_tensor[name]) if qp_per_tensor and name in qp_per_tensor
                   else (args.qp if is_weight else args.nonweight_qp),
-            "snr_db": _snr_db(s, e), "max_abs_err": float(np.max(np.abs(a64 - d64))) if a.size else 0.0,
+            "snr_db": _snr_db(s, e), "lossless": e == 0.0, "max_abs_err": float(np.max(np.abs(a64 - d64))) if a.size else 0.0,
         }
 
     os.makedirs(os.path.dirname(os.path.abspath(args.out_decoded)), exist_ok=True)
@@ -335,7 +348,7 @@ def run(args) -> dict:
     }
     os.makedirs(os.path.dirname(os.path.abspath(args.out_json)), exist_ok=True)
     with open(args.out_json, "w") as f:
-        json.dump(rec, f, indent=2, allow_nan=True)
+        json.dump(rec, f, indent=2, allow_nan=False)
         f.write("\n")
     return rec
 
