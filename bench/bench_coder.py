@@ -111,6 +111,14 @@ def environment(args) -> dict:
         constriction_version = version("constriction")
     except Exception:
         constriction_version = None
+    impl_file = getattr(impl, "__file__", None)
+    impl_sha = None
+    if impl_file:
+        import hashlib
+        try:
+            impl_sha = hashlib.sha256(Path(impl_file).read_bytes()).hexdigest()[:16]
+        except OSError:
+            pass
     return {
         "git_commit": git_commit(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -122,6 +130,8 @@ def environment(args) -> dict:
         "constriction": constriction_version,
         "platform": platform.platform(),
         "cabac_implementation": getattr(impl, "__name__", str(impl)),
+        # the module file loaded at start (the build can change under a running benchmark)
+        "cabac_implementation_sha256_16": impl_sha,
         "threads": 1,
         "loadavg_at_start": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
         "repeats": args.repeats,

@@ -30,6 +30,7 @@ STREAM_VERSION = 1
 MAX_K = cabac_ref.MAX_K
 MAX_EG_ORDER = cabac_ref.MAX_EG_ORDER
 DEFAULT_MAX_K = 64
+TAIL_FRACTION_INV = 64  # K leaves at most 1/64 of the non-zero levels to the Exp-Golomb tail
 
 _STATUS_MESSAGES = {
     1: (TruncatedError, "coded levels run past the end of the data (truncated stream)"),
@@ -79,8 +80,10 @@ def _as_levels(levels) -> np.ndarray:
 
 def choose_k(levels, max_k: int = DEFAULT_MAX_K) -> int:
     """K, the number of greater-than flags: the smallest k such that at most
-    1/8 of the non-zero levels exceed k, between 1 and ``max_k`` (every flag
-    is a bin to code, so the cap bounds the work per level)."""
+    1/64 of the non-zero levels exceed k, between 1 and ``max_k`` (every flag
+    is a bin to code, so the cap bounds the work per level). The adaptive
+    flags track the distribution far better than the Exp-Golomb tail, and a
+    thin tail adds few bins, so K covers all but the far tail."""
     if not 0 <= max_k <= MAX_K:
         raise ValueError(f"max_k must be in 0..{MAX_K}")
     hist = implementation().magnitude_histogram(_as_levels(levels), max_k)
@@ -88,7 +91,7 @@ def choose_k(levels, max_k: int = DEFAULT_MAX_K) -> int:
     if nonzero == 0 or max_k == 0:
         return min(1, max_k)
     above = nonzero - np.cumsum(hist[1:])  # above[k - 1] = number of levels with |q| > k
-    ok = np.nonzero(above * 8 <= nonzero)[0]
+    ok = np.nonzero(above * TAIL_FRACTION_INV <= nonzero)[0]
     K = int(ok[0]) + 1 if ok.size else max_k
     return max(1, min(K, max_k))
 
