@@ -28,7 +28,7 @@ from . import bf16
 from .container import DTYPES, RecordInfo, TensorRecord
 from .entropy import DEFAULT_BACKEND, backend_by_id, get_backend
 from .errors import FormatError
-from .quant_snr import step_for_snr
+from .quant_snr import snr_db, step_for_snr
 
 DEFAULT_TARGET_SNR = 30.0
 DEFAULT_SMALL_SNR = 50.0
@@ -80,15 +80,44 @@ class Settings:
             return f"qp {self.qp:g} (step {step_from_qp(self.qp):g})"
         return f"target weight SNR {self.target_snr if self.target_snr is not None else DEFAULT_TARGET_SNR:g} dB"
 
-    def step_for(self, w: np.ndarray) -> float:
-        """The quantization step of float tensor ``w`` (given as float64)."""
+    def step_for(self, w: np.ndarray, dtype: str) -> float:
+        """The quantization step of float tensor ``w`` (given as float64) stored as ``dtype``."""
         if w.ndim <= 1:
-            return step_for_snr(w, self.small_snr)
+            return _step_reaching(w, self.small_snr, dtype)
         if self.step is not None:
             return float(self.step)
         if self.qp is not None:
             return step_from_qp(self.qp)
-        return step_for_snr(w, self.target_snr if self.target_snr is not None else DEFAULT_TARGET_SNR)
+        return _step_reaching(w, self.target_snr if self.target_snr is not None else DEFAULT_TARGET_SNR,
+                              dtype)
+
+
+def _stored(values: np.ndarray, dtype: str) -> np.ndarray:
+    """What a decoder returns for float64 ``values`` in ``dtype``, back as float64."""
+    if dtype == "bfloat16":
+        return bf16.to_float32(bf16.from_float32(values.astype(np.float32))).astype(np.float64)
+    with np.errstate(over="ignore"):
+        return values.astype(_NUMPY_DTYPES[dtype]).astype(np.float64)
+
+
+def _step_reaching(w: np.ndarray, target: float, dtype: str) -> float:
+    """The step whose decoded tensor, rounding to ``dtype`` included, reaches ``target`` dB.
+
+    ``step_for_snr`` meets the target in exact arithmetic; storing the values as
+    float32 / float16 / bfloat16 adds a little noise, so the step shrinks by 1%
+    at a time until the stored result meets it too (or stops improving, when
+    the dtype's own precision is the limit)."""
+    step = step_for_snr(w, target)
+    if w.size == 0 or not np.any(w):
+        return step
+    best_snr = -math.inf
+    for _ in range(50):
+        snr = snr_db(w, _stored(np.rint(w / step) * step, dtype))
+        if snr >= target or snr <= best_snr:
+            break
+        best_snr = snr
+        step *= 0.99
+    return float(step)
 
 
 def dtype_name(array) -> str:
@@ -116,7 +145,7 @@ def encode_tensor(name: str, arr: np.ndarray, dtype: str, settings: Settings) ->
         w = np.asarray(w, dtype=np.float64)
         if not np.all(np.isfinite(w)):
             return _raw_record(name, dtype, arr)  # NaN / inf cannot be quantized
-        step = settings.step_for(w)
+        step = settings.step_for(w, dtype)
         scaled = np.rint(w / step) if w.size else w
         if scaled.size and np.max(np.abs(scaled)) > 2**31 - 1:
             raise ValueError(f"tensor {name!r}: step {step:g} is too small for its range "

@@ -1,0 +1,197 @@
+"""The library API: encode / decode / save_file / load_file / open."""
+import io
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+from hypothesis.extra import numpy as hnp
+
+import nncodec
+from nncodec import bf16
+from nncodec.errors import ChecksumError, FormatError, NNCodecError
+from nncodec.pipeline import Settings, step_from_qp
+
+
+def _snr(w, w_hat):
+    w = w.astype(np.float64)
+    return 10 * math.log10((w ** 2).sum() / ((w - w_hat.astype(np.float64)) ** 2).sum())
+
+
+def _model(seed=0):
+    rng = np.random.default_rng(seed)
+    return {
+        "conv.weight": (rng.standard_normal((32, 16, 3, 3)) * 0.05).astype(np.float32),
+        "conv.bias": (rng.standard_normal(32) * 0.01).astype(np.float32),
+        "fc.weight": (rng.laplace(0, 0.02, (10, 512))).astype(np.float16),
+        "bn.running_mean": rng.standard_normal(32).astype(np.float64),
+        "bn.num_batches_tracked": np.array(1234, dtype=np.int64),
+        "mask": rng.random(40) < 0.5,
+        "ids": np.array([0, 2**40, -5], dtype=np.int64),
+    }
+
+
+@pytest.mark.parametrize("backend", ["cabac", "constriction"])
+@pytest.mark.parametrize("target", [20.0, 30.0, 45.0])
+def test_target_snr_is_reached_per_weight_tensor(backend, target):
+    model = _model()
+    out = nncodec.decode(nncodec.encode(model, target_snr=target, backend=backend))
+    assert list(out) == list(model)
+    for name in ("conv.weight", "fc.weight"):
+        assert out[name].dtype == model[name].dtype and out[name].shape == model[name].shape
+        assert target <= _snr(model[name], out[name]) < target + 1.0
+    # 1-D float tensors get their own, finer setting
+    assert _snr(model["conv.bias"], out["conv.bias"]) >= 50.0
+    # integer and bool tensors are exact, whatever their range
+    for name in ("bn.num_batches_tracked", "mask", "ids"):
+        assert out[name].dtype == model[name].dtype
+        np.testing.assert_array_equal(out[name], model[name])
+
+
+def test_step_and_qp_set_the_weight_step():
+    model = _model()
+    for kwargs, step in (({"step": 0.004}, 0.004), ({"qp": -32}, 2 ** -8)):
+        with nncodec.open(nncodec.encode(model, **kwargs)) as f:
+            for name in ("conv.weight", "fc.weight"):
+                chain = [t for t in f.info()["tensors"] if t["name"] == name][0]["chain"]
+                assert chain == [{"id": "uniform", "step": step}]
+            w = f.get_tensor("conv.weight")
+        levels = w.astype(np.float64) / step
+        np.testing.assert_allclose(levels, np.rint(levels), atol=1e-3)
+    assert step_from_qp(-38) == pytest.approx(2 ** -9.5)
+
+
+def test_lossless_float_storage_is_exact():
+    model = _model()
+    out = nncodec.decode(nncodec.encode(model, lossless=True))
+    for k in model:
+        np.testing.assert_array_equal(out[k], model[k])
+
+
+def test_bfloat16_from_torch_and_from_numpy_bits():
+    torch = pytest.importorskip("torch")
+    t = torch.randn(64, 32).to(torch.bfloat16)
+    data = nncodec.encode({"w": t}, target_snr=35)
+    back = nncodec.decode(data, framework="torch")["w"]
+    assert back.dtype == torch.bfloat16 and back.shape == t.shape
+    assert _snr(t.float().numpy(), back.float().numpy()) > 34
+    bits = t.view(torch.int16).numpy().view(np.uint16)
+    assert nncodec.encode({"w": bits}, dtypes={"w": "bfloat16"}, target_snr=35) == data
+    np_back = nncodec.decode(data)["w"]
+    assert np_back.dtype == np.uint16
+    np.testing.assert_array_equal(bf16.to_float32(np_back), back.float().numpy())
+
+
+def test_non_finite_values_are_kept_exactly():
+    w = np.array([[1.0, np.nan], [np.inf, -2.0]], np.float32)
+    out = nncodec.decode(nncodec.encode({"w": w}))["w"]
+    np.testing.assert_array_equal(out, w)
+
+
+def test_deterministic_bytes():
+    a = nncodec.encode(_model(), target_snr=30, metadata={"b": "2", "a": "1"})
+    b = nncodec.encode(_model(), target_snr=30, metadata={"a": "1", "b": "2"})
+    assert a == b
+
+
+def test_save_load_and_lazy_open(tmp_path):
+    model = _model()
+    path = tmp_path / "m.nnc"
+    nncodec.save_file(model, path, target_snr=30, metadata={"source": "test"})
+    full = nncodec.load_file(path)
+    with nncodec.open(path) as f:
+        assert f.keys() == list(model)
+        assert f.metadata()["source"] == "test"
+        np.testing.assert_array_equal(f.get_tensor("fc.weight"), full["fc.weight"])
+        info = f.info()
+        assert info["total_bytes"] == path.stat().st_size
+        assert f.verify() == []
+
+
+def test_lazy_open_reads_only_what_is_asked(tmp_path):
+    model = {f"layer{i}.weight": np.random.default_rng(i).standard_normal((64, 64)).astype(np.float32)
+             for i in range(8)}
+    data = nncodec.encode(model)
+
+    class Counting(io.BytesIO):
+        read_bytes = 0
+
+        def read(self, n=-1):
+            out = super().read(n)
+            Counting.read_bytes += len(out)
+            return out
+
+    src = Counting(data)
+    with nncodec.open(src) as f:
+        header = Counting.read_bytes
+        f.get_tensor("layer3.weight")
+        one = [t["bytes"] for t in f.info()["tensors"] if t["name"] == "layer3.weight"][0]
+    assert Counting.read_bytes == header + one
+    assert Counting.read_bytes < len(data) / 4
+
+
+def test_torch_framework_output():
+    torch = pytest.importorskip("torch")
+    out = nncodec.decode(nncodec.encode(_model()), framework="torch")
+    assert all(isinstance(v, torch.Tensor) for v in out.values())
+    assert out["fc.weight"].dtype == torch.float16 and out["mask"].dtype == torch.bool
+
+
+def test_corruption_is_reported_with_project_errors():
+    data = bytearray(nncodec.encode(_model()))
+    with nncodec.open(bytes(data)) as f:
+        fc = [t for t in f.info()["tensors"] if t["name"] == "fc.weight"][0]
+    data[fc["offset"] + fc["bytes"] // 2] ^= 0x10
+    with pytest.raises(ChecksumError):
+        nncodec.decode(bytes(data))
+    with pytest.raises(FormatError):
+        nncodec.decode(bytes(data[:100]))
+    with nncodec.open(bytes(data)) as f:
+        problems = f.verify()
+        np.testing.assert_array_equal(f.get_tensor("mask"), _model()["mask"])  # others still load
+    assert len(problems) == 1 and "fc.weight" in problems[0]
+
+
+def test_settings_misuse_is_explained():
+    with pytest.raises(ValueError, match="at most one"):
+        Settings(step=0.1, qp=-30)
+    with pytest.raises(ValueError, match="choose one of"):
+        nncodec.encode(_model(), backend="zip")
+    with pytest.raises(ValueError, match="too small"):
+        nncodec.encode({"w": np.ones((2, 2), np.float32) * 1e6}, step=1e-6)
+    with pytest.raises(TypeError):
+        nncodec.encode({"w": np.ones(3, np.complex64)})
+
+
+float_dtypes = st.sampled_from([np.float32, np.float16, np.float64])
+names = st.text(min_size=1, max_size=12)
+
+
+@st.composite
+def tensor_dicts(draw):
+    n = draw(st.integers(0, 5))
+    out = {}
+    for name in draw(st.lists(names, min_size=n, max_size=n, unique=True)):
+        dtype = draw(float_dtypes)
+        shape = draw(hnp.array_shapes(min_dims=0, max_dims=5, min_side=0, max_side=5))
+        out[name] = draw(hnp.arrays(dtype, shape, elements=st.floats(-4, 4, width=16)))
+    return out
+
+
+@given(tensor_dicts(), st.sampled_from(["cabac", "constriction"]))
+def test_random_tensor_dicts_roundtrip(tensors, backend):
+    out = nncodec.decode(nncodec.encode(tensors, target_snr=40, backend=backend))
+    assert list(out) == list(tensors)
+    for k, v in tensors.items():
+        assert out[k].dtype == v.dtype and out[k].shape == v.shape
+        if v.size and np.any(v != 0):
+            err = np.abs(out[k].astype(np.float64) - v.astype(np.float64)).max()
+            assert err <= np.abs(v.astype(np.float64)).max() * 0.05 + 1e-3
+
+
+@given(st.binary(max_size=300))
+def test_random_bytes_raise_only_project_errors(data):
+    try:
+        nncodec.decode(data)
+    except NNCodecError:
+        pass
