@@ -20,7 +20,7 @@ from typing import Any, BinaryIO, Callable, Iterable, Mapping, Optional, Union
 
 import numpy as np
 
-from . import __version__, container
+from . import container
 from .container import Reader, TensorRecord
 from .errors import FormatError
 from .pipeline import Settings, decode_tensor, dtype_name, encode_tensor
@@ -65,7 +65,9 @@ def _records(tensors: Mapping[str, Any], settings: Settings, dtypes: Mapping[str
 
 
 def _metadata(metadata: Optional[Mapping[str, str]], settings: Settings) -> dict[str, str]:
-    meta = {"nncodec.version": __version__, "nncodec.settings": settings.describe()}
+    # no producer version here: the same tensors and settings give the same bytes
+    # whichever release wrote them (the format version is in the preamble)
+    meta = {"nncodec.settings": settings.describe()}
     for k, v in (metadata or {}).items():
         if not isinstance(k, str) or not isinstance(v, str):
             raise TypeError("metadata keys and values must be strings")

@@ -1,0 +1,293 @@
+"""The ``nncodec`` command line.
+
+Exit codes: 0 ok, 1 error, 2 usage, 3 integrity failure (corrupt or truncated
+.nnc, checksum mismatch). Expected errors print one line, never a traceback.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import click
+
+from . import __version__
+from .api import NNCFile, save_file
+from .entropy import available_backends
+from .errors import FormatError, NNCodecError
+from .pipeline import DEFAULT_SMALL_SNR, DEFAULT_TARGET_SNR, Settings
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTEGRITY = 3
+MODEL_SUFFIXES = (".pt", ".pth", ".safetensors", ".npz")
+
+
+class _Failure(Exception):
+    def __init__(self, message: str, code: int = EXIT_ERROR):
+        super().__init__(message)
+        self.code = code
+
+
+def _fail_on_expected_errors(fn):
+    """Turn the errors a user can cause into a one-line message and an exit code."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except _Failure as exc:
+            click.echo(f"nncodec: error: {exc}", err=True)
+            sys.exit(exc.code)
+        except FormatError as exc:
+            click.echo(f"nncodec: integrity error: {exc}", err=True)
+            sys.exit(EXIT_INTEGRITY)
+        except (NNCodecError, OSError, ValueError, TypeError) as exc:
+            click.echo(f"nncodec: error: {exc}", err=True)
+            sys.exit(EXIT_ERROR)
+
+    return wrapper
+
+
+def _check_output(path: str, force: bool) -> None:
+    if os.path.exists(path) and not force:
+        raise _Failure(f"{path} exists; use -f/--force to overwrite it")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise _Failure(f"directory {parent} does not exist")
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024.0
+    return f"{n:.1f} GiB"
+
+
+class _Progress:
+    """A progress bar on stderr, shown only when stderr is a terminal."""
+
+    def __init__(self, label: str, enabled: bool):
+        self.enabled = enabled and sys.stderr.isatty()
+        self.label = label
+        self.bar = None
+
+    def __call__(self, name: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            self.bar = click.progressbar(length=total, label=self.label, file=sys.stderr,
+                                         show_pos=True, item_show_func=lambda x: x)
+            self.bar.__enter__()
+        self.bar.update(done - self.bar.pos, name or None)
+        if done >= total:
+            self.bar.__exit__(None, None, None)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="nncodec")
+def main():
+    """Compress neural-network weights into a checksummed .nnc bitstream, and back.
+
+    \b
+    Examples:
+      nncodec encode model.pt -o model.nnc              # weights at 30 dB weight SNR
+      nncodec encode model.safetensors -o m.nnc --qp -38
+      nncodec info model.nnc
+      nncodec verify model.nnc
+      nncodec decode model.nnc -o restored.safetensors
+
+    Run `nncodec COMMAND --help` for the options of each command.
+    """
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Output .nnc file.")
+@click.option("--target-snr", type=float, default=None,
+              help=f"Weight SNR in dB each weight tensor is quantized to (default {DEFAULT_TARGET_SNR:g}).")
+@click.option("--qp", type=float, default=None, help="Quantization parameter: step = 2**(qp/4) for every weight tensor.")
+@click.option("--step", type=float, default=None, help="Quantization step for every weight tensor.")
+@click.option("--small-snr", type=float, default=DEFAULT_SMALL_SNR, show_default=True,
+              help="Weight SNR in dB for 1-D tensors (biases, norm scales).")
+@click.option("--backend", type=click.Choice(available_backends()), default="cabac", show_default=True,
+              help="Entropy coder.")
+@click.option("--lossless", is_flag=True, help="Store float tensors exactly (no quantization).")
+@click.option("-f", "--force", is_flag=True, help="Overwrite the output if it exists.")
+@click.option("-q", "--quiet", is_flag=True, help="No summary line, no progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@_fail_on_expected_errors
+def encode(model, output, target_snr, qp, step, small_snr, backend, lossless, force, quiet, as_json):
+    """Compress MODEL (.pt state_dict, .safetensors or .npz) into a .nnc file.
+
+    \b
+    Weight tensors (two or more dimensions) are quantized uniformly with a step
+    from --target-snr (default), --qp or --step; 1-D tensors get their own finer
+    step from --small-snr; integer tensors are stored losslessly.
+
+    \b
+    Examples:
+      nncodec encode model.pt -o model.nnc
+      nncodec encode model.pt -o model.nnc --target-snr 35 --backend constriction
+      nncodec encode model.npz -o model.nnc --qp -38 --force
+    """
+    from .io import read_model
+
+    if sum(x is not None for x in (target_snr, qp, step)) > 1:
+        raise click.UsageError("give at most one of --target-snr, --qp and --step")
+    if not os.path.exists(model):
+        raise _Failure(f"{model}: no such file")
+    _check_output(output, force)
+    settings = Settings(step=step, qp=qp, target_snr=target_snr, small_snr=small_snr,
+                        backend=backend, lossless=lossless)
+    t0 = time.perf_counter()
+    tensors, dtypes, metadata = read_model(model)
+    save_file(tensors, output, dtypes=dtypes, metadata=metadata, settings=settings,
+              progress=_Progress("encoding", not quiet))
+    seconds = time.perf_counter() - t0
+    with NNCFile(output) as f:
+        summary = _summary(f.info())
+    summary.update({"input": model, "output": output, "seconds": round(seconds, 3)})
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    elif not quiet:
+        click.echo(f"{model} -> {output}: {_human(summary['decoded_bytes'])} -> "
+                   f"{_human(summary['total_bytes'])} ({summary['ratio']:.1f}x), "
+                   f"{summary['bits_per_element']:.3f} bits/weight over {summary['elements']} "
+                   f"values, {seconds:.2f} s")
+
+
+def _summary(info: dict) -> dict:
+    elements = sum(_numel(t["shape"]) for t in info["tensors"])
+    total = info["total_bytes"]
+    return {
+        "tensors": len(info["tensors"]),
+        "elements": elements,
+        "decoded_bytes": info["decoded_bytes"],
+        "total_bytes": total,
+        "ratio": info["decoded_bytes"] / total if total else 0.0,
+        "bits_per_element": 8.0 * total / elements if elements else 0.0,
+    }
+
+
+def _numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+@main.command()
+@click.argument("nnc", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Output model file: .pt, .safetensors or .npz (chosen by the suffix).")
+@click.option("-f", "--force", is_flag=True, help="Overwrite the output if it exists.")
+@click.option("-q", "--quiet", is_flag=True, help="No summary line, no progress bar.")
+@_fail_on_expected_errors
+def decode(nnc, output, force, quiet):
+    """Decode NNC back into a model file, each tensor in its original dtype.
+
+    \b
+    Examples:
+      nncodec decode model.nnc -o model.safetensors
+      nncodec decode model.nnc -o model.pt --force
+    """
+    from .io import write_model
+
+    if not output.lower().endswith(MODEL_SUFFIXES):
+        raise click.UsageError(f"output must end in one of {', '.join(MODEL_SUFFIXES)}")
+    _check_output(output, force)
+    t0 = time.perf_counter()
+    tensors, dtypes = {}, {}
+    with NNCFile(nnc) as f:
+        names = f.keys()
+        progress = _Progress("decoding", not quiet)
+        for i, name in enumerate(names):
+            progress(name, i, len(names))
+            tensors[name] = f.get_tensor(name)
+            dtypes[name] = f.dtype(name)
+        progress("", len(names), len(names))
+        metadata = {k: v for k, v in f.metadata().items() if not k.startswith("nncodec.")}
+    if output.lower().endswith((".pt", ".pth")):
+        metadata = None  # a state_dict file has no place for it
+    write_model(output, tensors, dtypes=dtypes, metadata=metadata, force=force)
+    if not quiet:
+        click.echo(f"{nnc} -> {output}: {len(tensors)} tensors, {time.perf_counter() - t0:.2f} s")
+
+
+def _chain_text(t: dict) -> str:
+    parts = []
+    for stage in t["chain"]:
+        params = ",".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                          for k, v in stage.items() if k != "id")
+        parts.append(stage.get("id", "?") + (f"({params})" if params else ""))
+    if t["backend"] != 0:
+        parts.append(t["backend_name"])
+    return " > ".join(parts)
+
+
+@main.command()
+@click.argument("nnc", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_fail_on_expected_errors
+def info(nnc, as_json):
+    """List the tensors of NNC: shape, dtype, coding chain, bytes, bits per weight.
+
+    Reads the header only (like `zstd -l`); `verify` checks the payloads.
+
+    \b
+    Examples:
+      nncodec info model.nnc
+      nncodec info model.nnc --json | jq '.tensors[].bits_per_element'
+    """
+    with NNCFile(nnc) as f:
+        data = f.info()
+    data["summary"] = _summary(data)
+    if as_json:
+        click.echo(json.dumps(data, indent=2, sort_keys=True))
+        return
+    click.echo(f"{nnc}: nnc format {data['version']}, {data['summary']['tensors']} tensors, "
+               f"{data['total_bytes']} bytes (header {data['header_bytes']})")
+    for k, v in sorted(data["metadata"].items()):
+        click.echo(f"  {k}: {v}")
+    rows = [(t["name"], "x".join(str(d) for d in t["shape"]) or "scalar", t["dtype"], _chain_text(t),
+             str(t["bytes"]), f"{t['bits_per_element']:.3f}") for t in data["tensors"]]
+    head = ("tensor", "shape", "dtype", "chain", "bytes", "bits/w")
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
+    for r in [head] + rows:
+        click.echo("  " + "  ".join(c.ljust(w) if i < 4 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+    s = data["summary"]
+    click.echo(f"  total: {s['elements']} values, {_human(s['decoded_bytes'])} -> {_human(s['total_bytes'])} "
+               f"({s['ratio']:.1f}x), {s['bits_per_element']:.3f} bits/weight")
+
+
+@main.command()
+@click.argument("nnc", type=click.Path(dir_okay=False))
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing; use the exit code.")
+@_fail_on_expected_errors
+def verify(nnc, quiet):
+    """Check every checksum of NNC and decode every tensor (like `zstd -t`).
+
+    Exit code 0 when intact, 3 when anything is corrupt or missing.
+
+    \b
+    Examples:
+      nncodec verify model.nnc && echo intact
+    """
+    with NNCFile(nnc) as f:
+        problems = f.verify()
+        n = len(f)
+    if problems:
+        for p in problems:
+            click.echo(f"nncodec: {nnc}: {p}", err=True)
+        sys.exit(EXIT_INTEGRITY)
+    if not quiet:
+        click.echo(f"{nnc}: OK ({n} tensors)")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,55 @@
+"""The test vectors in formats/testvectors, byte for byte."""
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import nncodec
+from nncodec.cli import main
+
+HERE = os.path.join(os.path.dirname(__file__), "..", "formats", "testvectors")
+sys.path.insert(0, HERE)
+import make_vectors  # noqa: E402
+
+VECTORS = make_vectors.vectors()
+
+
+@pytest.mark.parametrize("name", sorted(VECTORS))
+def test_encoding_gives_the_stored_bytes(name):
+    tensors, dtypes, settings, meta = VECTORS[name]
+    data = nncodec.encode(tensors, dtypes=dtypes, metadata=meta, **settings)
+    with open(os.path.join(HERE, f"{name}.nnc"), "rb") as f:
+        assert data == f.read(), f"{name}: the bitstream changed; if on purpose, bump the format version"
+
+
+@pytest.mark.parametrize("name", sorted(VECTORS))
+def test_decoding_gives_the_stored_arrays(name):
+    path = os.path.join(HERE, f"{name}.nnc")
+    got = nncodec.load_file(path)
+    with np.load(os.path.join(HERE, f"{name}.expected.npz")) as expected:
+        assert sorted(got) == sorted(expected.files)
+        for k in expected.files:
+            assert got[k].dtype == expected[k].dtype and got[k].shape == expected[k].shape
+            np.testing.assert_array_equal(got[k], expected[k])
+    # and, for lossless vectors, the inputs themselves
+    tensors, _, settings, _ = VECTORS[name]
+    if settings.get("lossless"):
+        for k, v in tensors.items():
+            np.testing.assert_array_equal(got[k], v)
+
+
+@pytest.mark.parametrize("name", sorted(VECTORS))
+def test_info_json_is_stable(name):
+    r = CliRunner().invoke(main, ["info", "--json", os.path.join(HERE, f"{name}.nnc")])
+    assert r.exit_code == 0, r.output
+    with open(os.path.join(HERE, f"{name}.info.json")) as f:
+        assert json.loads(r.output) == json.load(f)
+
+
+@pytest.mark.parametrize("name", sorted(VECTORS))
+def test_vectors_verify(name):
+    r = CliRunner().invoke(main, ["verify", os.path.join(HERE, f"{name}.nnc")])
+    assert r.exit_code == 0, r.output
