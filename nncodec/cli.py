@@ -21,7 +21,7 @@ from .pipeline import DEFAULT_SMALL_SNR, DEFAULT_TARGET_SNR, Settings
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTEGRITY = 3
-MODEL_SUFFIXES = (".pt", ".pth", ".safetensors", ".npz")
+MODEL_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".npz")
 
 
 class _Failure(Exception):

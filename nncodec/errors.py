@@ -28,3 +28,34 @@ class VersionError(FormatError):
 
 class LimitError(FormatError):
     """The stream asks for more than the decoder's declared limits allow."""
+
+
+# ---- model files (.pt / .safetensors / .npz), raised by nncodec.io
+
+
+class ModelFileError(NNCodecError):
+    """A model file cannot be read or written as asked."""
+
+
+class ModelFormatError(ModelFileError, FormatError):
+    """The bytes are not a valid file of the format (corrupt, cut short, inconsistent)."""
+
+
+class UnsupportedModelError(ModelFileError, ValueError):
+    """A valid file nncodec does not handle: unknown format, no state_dict, unsupported dtype."""
+
+
+class PickledObjectError(UnsupportedModelError):
+    """A PyTorch file holds pickled Python objects that weights-only loading refuses."""
+
+
+class PickledModuleError(PickledObjectError):
+    """A PyTorch file holds a whole pickled model (an nn.Module) instead of its state_dict."""
+
+
+class MissingDependencyError(ModelFileError, ImportError):
+    """An optional package the format needs (PyTorch) is not installed."""
+
+
+class OutputExistsError(ModelFileError, FileExistsError):
+    """The output file exists and ``force`` was not given."""

@@ -100,7 +100,8 @@ import numpy as np
 
 from . import bf16 as _bf16
 from .container import _current_umask
-from .errors import FormatError, NNCodecError
+from .errors import (MissingDependencyError, ModelFileError, ModelFormatError, OutputExistsError,
+                     PickledModuleError, PickledObjectError, UnsupportedModelError)
 
 __all__ = [
     "CHECKPOINT_KEYS", "DTYPE_NAMES", "FORMATS", "NPZ_METADATA_KEY", "MissingDependencyError",
@@ -113,34 +114,6 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 # --------------------------------------------------------------------------------------------
 # Errors and warnings
-
-
-class ModelFileError(NNCodecError):
-    """A model file cannot be read or written as asked."""
-
-
-class ModelFormatError(ModelFileError, FormatError):
-    """The bytes are not a valid file of the format (corrupt, cut short, inconsistent)."""
-
-
-class UnsupportedModelError(ModelFileError, ValueError):
-    """A valid file nncodec does not handle: unknown format, no state_dict, unsupported dtype."""
-
-
-class PickledObjectError(UnsupportedModelError):
-    """A PyTorch file holds pickled Python objects that weights-only loading refuses."""
-
-
-class PickledModuleError(PickledObjectError):
-    """A PyTorch file holds a whole pickled model (an nn.Module) instead of its state_dict."""
-
-
-class MissingDependencyError(ModelFileError, ImportError):
-    """An optional package the format needs (PyTorch) is not installed."""
-
-
-class OutputExistsError(ModelFileError, FileExistsError):
-    """The output file exists and ``force`` was not given."""
 
 
 class ModelIOWarning(UserWarning):

@@ -163,30 +163,39 @@ def test_settings_misuse_is_explained():
         nncodec.encode({"w": np.ones(3, np.complex64)})
 
 
-float_dtypes = st.sampled_from([np.float32, np.float16, np.float64])
+float_dtypes = st.sampled_from([np.float32, np.float16, np.float64, "bfloat16"])
 names = st.text(min_size=1, max_size=12)
 
 
 @st.composite
 def tensor_dicts(draw):
     n = draw(st.integers(0, 5))
-    out = {}
+    out, dtypes = {}, {}
     for name in draw(st.lists(names, min_size=n, max_size=n, unique=True)):
         dtype = draw(float_dtypes)
-        shape = draw(hnp.array_shapes(min_dims=0, max_dims=5, min_side=0, max_side=5))
-        out[name] = draw(hnp.arrays(dtype, shape, elements=st.floats(-4, 4, width=16)))
-    return out
+        shape = draw(hnp.array_shapes(min_dims=0, max_dims=6, min_side=0, max_side=4))
+        values = draw(hnp.arrays(np.float32 if dtype == "bfloat16" else dtype, shape,
+                                 elements=st.floats(-4, 4, width=16)))
+        if dtype == "bfloat16":
+            values, dtypes[name] = bf16.from_float32(values), "bfloat16"
+        out[name] = values
+    return out, dtypes
+
+
+def _as_f64(arr, dtype):
+    return (bf16.to_float32(arr) if dtype == "bfloat16" else arr).astype(np.float64)
 
 
 @given(tensor_dicts(), st.sampled_from(["cabac", "constriction"]))
-def test_random_tensor_dicts_roundtrip(tensors, backend):
-    out = nncodec.decode(nncodec.encode(tensors, target_snr=40, backend=backend))
+def test_random_tensor_dicts_roundtrip(case, backend):
+    tensors, dtypes = case
+    out = nncodec.decode(nncodec.encode(tensors, dtypes=dtypes, target_snr=40, backend=backend))
     assert list(out) == list(tensors)
     for k, v in tensors.items():
         assert out[k].dtype == v.dtype and out[k].shape == v.shape
-        if v.size and np.any(v != 0):
-            err = np.abs(out[k].astype(np.float64) - v.astype(np.float64)).max()
-            assert err <= np.abs(v.astype(np.float64)).max() * 0.05 + 1e-3
+        a, b = _as_f64(v, dtypes.get(k)), _as_f64(out[k], dtypes.get(k))
+        if v.size and np.any(a != 0):
+            assert np.abs(a - b).max() <= np.abs(a).max() * 0.05 + 1e-3
 
 
 @given(st.binary(max_size=300))
