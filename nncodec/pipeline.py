@@ -28,7 +28,7 @@ from . import bf16
 from .container import DTYPES, RecordInfo, TensorRecord
 from .entropy import DEFAULT_BACKEND, backend_by_id, get_backend
 from .errors import FormatError
-from .quant_snr import snr_db, step_for_snr
+from .quant_snr import _as_real, quantize_checked, step_for_snr
 
 DEFAULT_TARGET_SNR = 30.0
 DEFAULT_SMALL_SNR = 50.0
@@ -80,9 +80,10 @@ class Settings:
             return f"qp {self.qp:g} (step {step_from_qp(self.qp):g})"
         return f"target weight SNR {self.target_snr if self.target_snr is not None else DEFAULT_TARGET_SNR:g} dB"
 
-    def step_for(self, w: np.ndarray, dtype: str) -> float:
-        """The quantization step of float tensor ``w`` (given as float64) stored as ``dtype``."""
-        if w.ndim <= 1:
+    def step_for(self, w: np.ndarray, ndim: int, dtype: str) -> float:
+        """The quantization step of a float tensor with ``ndim`` dimensions, values ``w``
+        (1-D, float32 or float64), stored as ``dtype``."""
+        if ndim <= 1:
             return _step_reaching(w, self.small_snr, dtype)
         if self.step is not None:
             return float(self.step)
@@ -100,6 +101,21 @@ def _stored(values: np.ndarray, dtype: str) -> np.ndarray:
         return values.astype(_NUMPY_DTYPES[dtype]).astype(np.float64)
 
 
+_CHUNK = 1 << 16
+
+
+def _stored_snr(w: np.ndarray, step: float, dtype: str) -> float:
+    """Weight SNR of the decoded tensor, rounding to ``dtype`` included (in chunks:
+    memory stays bounded whatever the tensor's size)."""
+    sig = err = 0.0
+    for start in range(0, w.size, _CHUNK):
+        x = w[start:start + _CHUNK].astype(np.float64)
+        e = x - _stored(np.rint(x / step) * step, dtype)
+        sig += float(np.dot(x, x))
+        err += float(np.dot(e, e))
+    return math.inf if err == 0.0 else 10.0 * math.log10(sig / err)
+
+
 def _step_reaching(w: np.ndarray, target: float, dtype: str) -> float:
     """The step whose decoded tensor, rounding to ``dtype`` included, reaches ``target`` dB.
 
@@ -108,11 +124,11 @@ def _step_reaching(w: np.ndarray, target: float, dtype: str) -> float:
     at a time until the stored result meets it too (or stops improving, when
     the dtype's own precision is the limit)."""
     step = step_for_snr(w, target)
-    if w.size == 0 or not np.any(w):
+    if w.size == 0 or dtype == "float64" or not np.any(w):
         return step
     best_snr = -math.inf
     for _ in range(50):
-        snr = snr_db(w, _stored(np.rint(w / step) * step, dtype))
+        snr = _stored_snr(w, step, dtype)
         if snr >= target or snr <= best_snr:
             break
         best_snr = snr
@@ -142,15 +158,14 @@ def encode_tensor(name: str, arr: np.ndarray, dtype: str, settings: Settings) ->
         if settings.lossless:
             return _raw_record(name, dtype, arr)
         w = bf16.to_float32(arr) if dtype == "bfloat16" else arr
-        w = np.asarray(w, dtype=np.float64)
-        if not np.all(np.isfinite(w)):
+        w = _as_real(w)
+        if w.size and not (math.isfinite(float(w.max())) and math.isfinite(float(w.min()))):
             return _raw_record(name, dtype, arr)  # NaN / inf cannot be quantized
-        step = settings.step_for(w, dtype)
-        scaled = np.rint(w / step) if w.size else w
-        if scaled.size and np.max(np.abs(scaled)) > 2**31 - 1:
+        step = settings.step_for(w, len(shape), dtype)
+        levels, top = quantize_checked(w, step)
+        if top > 2**31 - 1:
             raise ValueError(f"tensor {name!r}: step {step:g} is too small for its range "
                              f"(levels beyond int32); use a larger step or lower SNR")
-        levels = scaled.astype(np.int32).reshape(-1)
         payload = backend.encode(levels, row_length=row)
         return TensorRecord(name, dtype, shape, [{"id": "uniform", "step": float(step)}],
                             backend.id, payload)

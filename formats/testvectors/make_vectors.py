@@ -6,8 +6,10 @@ Each vector NAME has NAME.nnc (the bytes), NAME.expected.npz (the arrays a
 decoder must return; bfloat16 as uint16 bits) and NAME.info.json (what
 `nncodec info --json` prints). The inputs are generated here from fixed seeds.
 tests/test_testvectors.py checks that encoding the inputs gives these bytes
-exactly, and that decoding them gives these arrays. Regenerate only when the
-format version changes on purpose, and say so in formats/nnc-v1.md.
+exactly, and that decoding them gives these arrays. Regenerate only on purpose:
+when the format changes (bump its version and say so in formats/nnc-v1.md), or
+when an encoder decision changes (say why in the commit). Old vectors must keep
+decoding either way.
 """
 from __future__ import annotations
 

@@ -1,0 +1,45 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Uniform quantization loops: one pass over a contiguous tensor, no temporaries.
+
+Rounding is rint (round half to even), as numpy's np.rint, on w / step
+computed in double precision. Policy (which step, clipping errors) lives in
+nncodec.quant_snr.
+"""
+from libc.math cimport rint, fabs
+from libc.stdint cimport int32_t
+
+ctypedef fused real:
+    float
+    double
+
+
+def sq_error(const real[::1] w, double step):
+    """(sum of w**2, sum of (w - rint(w / step) * step)**2), accumulated in double."""
+    cdef Py_ssize_t i, n = w.shape[0]
+    cdef double x, e, sig = 0.0, err = 0.0
+    with nogil:
+        for i in range(n):
+            x = <double> w[i]
+            e = x - rint(x / step) * step
+            sig += x * x
+            err += e * e
+    return sig, err
+
+
+def quantize_into(const real[::1] w, double step, int32_t[::1] out):
+    """out = rint(w / step), clipped to int32; returns max |w / step| (before clipping)."""
+    cdef Py_ssize_t i, n = w.shape[0]
+    cdef double q, m = 0.0
+    if out.shape[0] != n:
+        raise ValueError("output length differs from input length")
+    with nogil:
+        for i in range(n):
+            q = rint(<double> w[i] / step)
+            if fabs(q) > m:
+                m = fabs(q)
+            if q > 2147483647.0:
+                q = 2147483647.0
+            elif q < -2147483648.0:
+                q = -2147483648.0
+            out[i] = <int32_t> q
+    return m
