@@ -38,6 +38,11 @@ def _fail_on_expected_errors(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except BrokenPipeError:
+            # the reader went away (`nncodec info x.nnc | head`): stop quietly
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            sys.exit(EXIT_ERROR)
         except _Failure as exc:
             click.echo(f"nncodec: error: {exc}", err=True)
             sys.exit(exc.code)
