@@ -98,10 +98,14 @@ def encode(tensors: Mapping[str, Any], *, metadata: Optional[Mapping[str, str]] 
 
 def save_file(tensors: Mapping[str, Any], target: Union[str, os.PathLike, BinaryIO], *,
               metadata: Optional[Mapping[str, str]] = None, dtypes: Optional[Mapping[str, str]] = None,
-              settings: Optional[Settings] = None, progress: Progress = None, **kwargs) -> None:
-    """Like ``encode``, written to a path (atomically) or a binary file object."""
+              settings: Optional[Settings] = None, progress: Progress = None, overwrite: bool = True,
+              **kwargs) -> None:
+    """Like ``encode``, written to a path (atomically) or a binary file object.
+
+    With ``overwrite=False`` an existing path is left alone (``OutputExistsError``)."""
     s = _settings(settings, kwargs)
-    container.write(target, list(_records(tensors, s, dtypes or {}, progress)), _metadata(metadata, s))
+    container.write(target, list(_records(tensors, s, dtypes or {}, progress)), _metadata(metadata, s),
+                    overwrite=overwrite)
 
 
 def _convert(arr: np.ndarray, dtype: str, framework: str):

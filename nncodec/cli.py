@@ -152,7 +152,7 @@ def encode(model, output, target_snr, qp, step, small_snr, backend, lossless, fo
     t0 = time.perf_counter()
     tensors, dtypes, metadata = read_model(model)
     save_file(tensors, output, dtypes=dtypes, metadata=metadata, settings=settings,
-              progress=_Progress("encoding", not quiet))
+              progress=_Progress("encoding", not quiet), overwrite=force)
     seconds = time.perf_counter() - t0
     with NNCFile(output) as f:
         summary = _summary(f.info())

@@ -26,18 +26,16 @@ raises only :class:`nncodec.errors.FormatError` and its subclasses.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import numbers
 import os
-import stat
 import struct
-import tempfile
 import zlib
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Iterable, Iterator, Mapping, Optional, Union
 
+from .atomic import atomic_write
 from .errors import ChecksumError, FormatError, LimitError, TruncatedError, VersionError
 from .varint import decode_uvarint, encode_uvarint
 
@@ -330,26 +328,15 @@ def pack(records: Iterable[TensorRecord], metadata: Optional[Mapping[str, str]] 
     return b"".join([header, *payloads])
 
 
-def _current_umask() -> int:
-    try:  # Linux: read it without changing it (os.umask would race with other threads)
-        with open("/proc/self/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def write(target: Union[str, os.PathLike, BinaryIO], records: Iterable[TensorRecord],
-          metadata: Optional[Mapping[str, str]] = None) -> int:
+          metadata: Optional[Mapping[str, str]] = None, *, overwrite: bool = True) -> int:
     """Write a container to a path or a binary file object; returns the number of bytes written.
 
     For a path the bytes go to a temporary file in the same directory, which is flushed, synced
     and then renamed over ``target`` (``os.replace``): readers see the old file or the new one,
-    never a part. A file object is written at its current position and left open.
+    never a part. With ``overwrite=False`` an existing file (even one that appears meanwhile) is
+    left alone and ``nncodec.errors.OutputExistsError`` is raised. A file object is written at
+    its current position and left open.
     """
     header, payloads = _encode_header(records, metadata)
     total = len(header) + sum(len(p) for p in payloads)
@@ -359,34 +346,12 @@ def write(target: Union[str, os.PathLike, BinaryIO], records: Iterable[TensorRec
             target.write(p)
         return total
 
-    path = os.fspath(target)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                               dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(header)
-            for p in payloads:
-                f.write(p)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            mode = stat.S_IMODE(os.stat(path).st_mode)
-        except FileNotFoundError:
-            mode = 0o666 & ~_current_umask()
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable
-        with contextlib.suppress(OSError):
-            dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+    def write_all(f: BinaryIO) -> None:
+        f.write(header)
+        for p in payloads:
+            f.write(p)
+
+    atomic_write(os.fspath(target), write_all, overwrite=overwrite)
     return total
 
 

@@ -81,17 +81,13 @@ non-string metadata) raise ``TypeError`` / ``ValueError``, like the rest of the 
 """
 from __future__ import annotations
 
-import contextlib
-import errno
 import functools
 import json
 import math
 import os
 import pickle
 import re
-import stat
 import sys
-import tempfile
 import warnings
 import zipfile
 from typing import Any, BinaryIO, Callable, Mapping, NamedTuple, Optional, Sequence, Union
@@ -99,7 +95,7 @@ from typing import Any, BinaryIO, Callable, Mapping, NamedTuple, Optional, Seque
 import numpy as np
 
 from . import bf16 as _bf16
-from .container import _current_umask
+from .atomic import atomic_write as _atomic_write, exists_error as _exists
 from .errors import (MissingDependencyError, ModelFileError, ModelFormatError, OutputExistsError,
                      PickledModuleError, PickledObjectError, UnsupportedModelError)
 
@@ -599,11 +595,11 @@ def write_model(path: PathLike, tensors: Mapping[str, Any],
             warnings.warn(f"{path}: a .pt state_dict has no place for metadata; left out "
                           f"{', '.join(sorted(meta))}", ModelIOWarning, stacklevel=2)
         state = {name: _numpy_to_torch(arr, names[name], torch) for name, arr in arrays.items()}
-        _atomic_write(path, force, lambda f: torch.save(state, f))
+        _atomic_write(path, lambda f: torch.save(state, f), overwrite=force)
     elif kind == "safetensors":
-        _atomic_write(path, force, lambda f: _write_safetensors(f, arrays, names, meta))
+        _atomic_write(path, lambda f: _write_safetensors(f, arrays, names, meta), overwrite=force)
     else:
-        _atomic_write(path, force, lambda f: _write_npz(f, arrays, names, meta))
+        _atomic_write(path, lambda f: _write_npz(f, arrays, names, meta), overwrite=force)
 
 
 def _check_tensors(tensors: Mapping[str, Any], dtypes: Mapping[str, str]):
@@ -709,54 +705,3 @@ def _write_npz(f: BinaryIO, arrays: dict[str, np.ndarray], names: dict[str, str]
                 np.lib.format.write_array(out, a, allow_pickle=False)
 
 
-# ---- atomic files
-
-
-def _exists(path: str) -> OutputExistsError:
-    return OutputExistsError(errno.EEXIST, f"{path} exists; pass force=True to overwrite it")
-
-
-def _atomic_write(path: str, force: bool, write: Callable[[BinaryIO], None]) -> None:
-    """Write through a temporary file in the same directory, then rename it onto ``path``."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                               dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            mode = stat.S_IMODE(os.stat(path).st_mode) if force else None
-        except FileNotFoundError:
-            mode = None
-        os.chmod(tmp, 0o666 & ~_current_umask() if mode is None else mode)
-        if force:
-            os.replace(tmp, path)
-        else:
-            _publish_without_clobbering(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable
-        with contextlib.suppress(OSError):
-            dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
-
-
-def _publish_without_clobbering(tmp: str, path: str) -> None:
-    try:
-        os.link(tmp, path)  # fails if path exists, even if it appeared since we checked
-    except FileExistsError:
-        raise _exists(path) from None
-    except (OSError, AttributeError):  # no hard links here (some filesystems, platforms)
-        if os.path.lexists(path):
-            raise _exists(path) from None
-        os.replace(tmp, path)
-        return
-    with contextlib.suppress(OSError):
-        os.unlink(tmp)
