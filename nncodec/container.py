@@ -67,6 +67,9 @@ DTYPES: dict[str, tuple[int, int]] = {
     "int64": (8, 8),
     "uint8": (9, 1),
     "bool": (10, 1),
+    "uint16": (11, 2),
+    "uint32": (12, 4),
+    "uint64": (13, 8),
 }
 _DTYPE_BY_CODE = {code: (name, size) for name, (code, size) in DTYPES.items()}
 

@@ -36,7 +36,7 @@ FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
 _NUMPY_DTYPES = {
     "float32": np.float32, "float16": np.float16, "float64": np.float64, "bfloat16": np.uint16,
     "int8": np.int8, "int16": np.int16, "int32": np.int32, "int64": np.int64,
-    "uint8": np.uint8, "bool": np.bool_,
+    "uint8": np.uint8, "uint16": np.uint16, "uint32": np.uint32, "uint64": np.uint64, "bool": np.bool_,
 }
 
 

@@ -204,3 +204,12 @@ def test_random_bytes_raise_only_project_errors(data):
         nncodec.decode(data)
     except NNCodecError:
         pass
+
+
+def test_unsigned_integers_are_exact():
+    t = {"u16": np.array([1, 2, 65535], np.uint16), "u32": np.array([2**32 - 1, 5], np.uint32),
+         "u64": np.array([2**64 - 1, 0], np.uint64), "u8": np.arange(256, dtype=np.uint8)}
+    out = nncodec.decode(nncodec.encode(t))
+    for k, v in t.items():
+        assert out[k].dtype == v.dtype
+        np.testing.assert_array_equal(out[k], v)

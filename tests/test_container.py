@@ -735,7 +735,7 @@ CASES = {
     "duplicate name": (build(body([rec("a"), rec("a", offset=3)]), b"abcabc"), FormatError,
                        "twice"),
     "dtype 0": (one(dtype=0), VersionError, "dtype code 0"),
-    "dtype 11": (one(dtype=11), VersionError, "dtype code 11"),
+    "dtype 14": (one(dtype=14), VersionError, "dtype code 14"),
     "17 dims": (one(dims=(1,) * 17), LimitError, "17 dimensions"),
     "dim too big": (one(dims=(2 ** 40 + 1,)), LimitError, "dimension"),
     "zero then huge dim": (one(dims=(0, 2 ** 41)), LimitError, "dimension"),
