@@ -5,6 +5,9 @@ Hot loops only. Parameter choice, stream headers, validation and error
 messages live in ``nncodec.entropy.cabac``; this module reports problems as
 integer status codes.  ``nncodec/entropy/cabac_ref.py`` is a line-by-line
 pure-Python twin that must produce the same bytes; change both together.
+(For speed the loops here track the previous level's context class
+incrementally and read _gt_class from a table; _sig_ctx, _sign_ctx and
+_gt_class stay the definitions.)
 
 Binarization of a level q (coding order = C order of the tensor):
   sig       q != 0                                   context coded
@@ -25,6 +28,20 @@ from libc.string cimport memcpy
 from libc.math cimport log2
 
 import numpy as np
+
+cdef extern from *:
+    """
+    #if defined(__GNUC__) || defined(__clang__)
+    #define NNC_LIKELY(x) __builtin_expect(!!(x), 1)
+    #define NNC_UNLIKELY(x) __builtin_expect(!!(x), 0)
+    #else
+    #define NNC_LIKELY(x) (x)
+    #define NNC_UNLIKELY(x) (x)
+    #endif
+    """
+    bint likely "NNC_LIKELY"(bint) noexcept nogil
+    bint unlikely "NNC_UNLIKELY"(bint) noexcept nogil
+
 
 cdef enum:
     RATE_FAST = 8
@@ -94,19 +111,19 @@ cdef inline uint32_t _p0(const Ctx* c) noexcept nogil:
     return ((c.a + c.b) >> (STATE_BITS + 1 - 16)) | 1u
 
 
-cdef inline void _update(Ctx* c, uint32_t bit) noexcept nogil:
-    # move each estimate towards the observed bin: state += (target - state) >> shift,
-    # with an arithmetic (flooring) shift of the signed difference
+cdef inline void _update_ab(Ctx* c, uint32_t a, uint32_t b, uint32_t bit) noexcept nogil:
+    # move each estimate (a = c.a, b = c.b, already loaded) towards the observed
+    # bin: state += (target - state) >> shift, with an arithmetic (flooring)
+    # shift of the signed difference
     cdef int32_t target = <int32_t> ((bit - 1u) & STATE_ONE)
     cdef uint32_t w
-    if c.n >= WARMUP_MAX:
-        # settled context (the common case): constant shifts
-        c.a = <uint32_t> (<int32_t> c.a + ((target - <int32_t> c.a) >> RATE_FAST))
-        c.b = <uint32_t> (<int32_t> c.b + ((target - <int32_t> c.b) >> RATE_SLOW))
+    if likely(c.n >= WARMUP_MAX):
+        c.a = <uint32_t> (<int32_t> a + ((target - <int32_t> a) >> RATE_FAST))
+        c.b = <uint32_t> (<int32_t> b + ((target - <int32_t> b) >> RATE_SLOW))
     else:
         w = WARMUP_SHIFTS[c.n]
-        c.a = <uint32_t> (<int32_t> c.a + ((target - <int32_t> c.a) >> (w & 0xFF)))
-        c.b = <uint32_t> (<int32_t> c.b + ((target - <int32_t> c.b) >> (w >> 8)))
+        c.a = <uint32_t> (<int32_t> a + ((target - <int32_t> a) >> (w & 0xFF)))
+        c.b = <uint32_t> (<int32_t> b + ((target - <int32_t> b) >> (w >> 8)))
         c.n += 1
 
 
@@ -161,8 +178,16 @@ cdef inline void _shift_low(Enc* e) noexcept nogil:
     e.low = (e.low & LOW24_MASK) << 8
 
 
+cdef inline void _enc_renorm(Enc* e) noexcept nogil:
+    while e.range < RANGE_TOP:
+        e.range <<= 8
+        _shift_low(e)
+
+
 cdef inline void _enc_bit(Enc* e, Ctx* c, uint32_t bit, int mode) noexcept nogil:
-    cdef uint32_t p = _p0(c)
+    cdef uint32_t a = c.a
+    cdef uint32_t b = c.b
+    cdef uint32_t p = ((a + b) >> (STATE_BITS + 1 - 16)) | 1u      # _p0(c)
     cdef uint32_t bound
     if mode == MODE_WRITE:
         bound = (e.range >> 16) * p
@@ -171,9 +196,9 @@ cdef inline void _enc_bit(Enc* e, Ctx* c, uint32_t bit, int mode) noexcept nogil
             e.range -= bound
         else:
             e.range = bound
-        while e.range < RANGE_TOP:
-            e.range <<= 8
-            _shift_low(e)
+        _update_ab(c, a, b, bit)
+        if unlikely(e.range < RANGE_TOP):
+            _enc_renorm(e)
     else:
         e.ctx_bins += 1
         if mode == MODE_COST_EXACT:
@@ -186,14 +211,31 @@ cdef inline void _enc_bit(Enc* e, Ctx* c, uint32_t bit, int mode) noexcept nogil
                 e.bits += COST_TABLE[(PROB_ONE - p) >> 4]
             else:
                 e.bits += COST_TABLE[p >> 4]
-    _update(c, bit)
+        _update_ab(c, a, b, bit)
+
+
+cdef inline void _enc_bit_select(Enc* e, Ctx* c, uint32_t bit, int mode) noexcept nogil:
+    # _enc_bit() without a branch on the bin: for bins near p = 1/2 (the sign)
+    cdef uint32_t a = c.a
+    cdef uint32_t b = c.b
+    cdef uint32_t bound
+    cdef uint32_t mask
+    if mode == MODE_WRITE:
+        bound = (e.range >> 16) * (((a + b) >> (STATE_BITS + 1 - 16)) | 1u)
+        mask = 0u - bit
+        e.low += bound & mask
+        e.range = bound + ((e.range - bound - bound) & mask)
+        _update_ab(c, a, b, bit)
+        if unlikely(e.range < RANGE_TOP):
+            _enc_renorm(e)
+    else:
+        _enc_bit(e, c, bit, mode)
 
 
 cdef inline void _enc_bypass(Enc* e, uint32_t bit, int mode) noexcept nogil:
     if mode == MODE_WRITE:
         e.range >>= 1
-        if bit:
-            e.low += e.range
+        e.low += e.range & (0u - bit)     # a select: bypass bins are coin flips
         while e.range < RANGE_TOP:
             e.range <<= 8
             _shift_low(e)
@@ -241,41 +283,67 @@ cdef inline int _gt_class(uint64_t act, uint32_t k) noexcept nogil:
     return 2
 
 
+# _gt_class(act, k) * sizeof(Ctx) for act = 0..GT_ACT_CAP (act >= 2 * MAX_K + 1 all
+# give class 2) and k = 0..MAX_K: a byte offset added to the context pointer.
+cdef enum:
+    GT_ACT_CAP = 2 * MAX_K + 1
+cdef uint8_t GT_CLASS_OFFSET[GT_ACT_CAP + 1][MAX_K + 1]
+for _i in range(GT_ACT_CAP + 1):
+    for _w in range(MAX_K + 1):
+        GT_CLASS_OFFSET[_i][_w] = <uint8_t> (_gt_class(_i, _w) * sizeof(Ctx))
+
+
 cdef inline void _code_levels(const int32_t* lv, Py_ssize_t n, Py_ssize_t row,
                               int K, int eg_k, Ctx* ctx, Enc* ep, int mode) noexcept nogil:
     cdef Ctx* sig_ctx = ctx
     cdef Ctx* sign_ctx = ctx + N_SIG_CTX
     cdef Ctx* gt_ctx = ctx + N_SIG_CTX + N_SIGN_CTX
+    cdef Ctx* c
+    cdef const uint8_t* cls
+    cdef const uint8_t* cls_end
     cdef int32_t prev = 0
-    cdef int32_t prev2 = 0
     cdef int32_t above = 0
     cdef int32_t q
-    cdef uint32_t m, am, k, neg, gt
+    cdef uint32_t m, am, neg
     cdef uint64_t act
     cdef Py_ssize_t i
     cdef Enc el = ep[0]
     cdef Enc* e = &el
+    # prev_cls = 2 * sign class of prev (0 zero, 1 negative, 2 positive) + (prev2 != 0):
+    # _sig_ctx(prev, prev2, am) = prev_cls * 3 + min(am, 2) and
+    # _sign_ctx(prev, above) = (prev_cls >> 1) * 3 + sign class of above
+    cdef uint32_t prev_cls = 0
+    cdef Py_ssize_t above_from = row if row > 0 else n
     for i in range(n):
         q = lv[i]
-        if row > 0 and i >= row:
+        if i >= above_from:
             above = lv[i - row]
         am = _mag(above)
-        _enc_bit(e, sig_ctx + _sig_ctx(prev, prev2, am), q != 0, mode)
-        if q != 0:
+        c = sig_ctx + (prev_cls * 3 + (am if am < 2 else 2))
+        if q == 0:
+            _enc_bit(e, c, 0, mode)
+            prev_cls = prev_cls >= 2
+        else:
+            _enc_bit(e, c, 1, mode)
             neg = q < 0
             m = _mag(q)
-            _enc_bit(e, sign_ctx + _sign_ctx(prev, above), neg, mode)
+            _enc_bit_select(e, sign_ctx + ((prev_cls >> 1) * 3 + <uint32_t> (above != 0) + <uint32_t> (above > 0)),
+                            neg, mode)
+            prev_cls = 4 - 2 * neg + (prev_cls >= 2)
+            # gt_k = 1 for k = 1..min(m - 1, K), then gt_m = 0 if m <= K;
+            # cls[k] = _gt_class(act, k) * sizeof(Ctx)
             act = <uint64_t> _mag(prev) + am
-            k = 1
-            while k <= <uint32_t> K:
-                gt = m > k
-                _enc_bit(e, gt_ctx + ((k - 1) * N_GT_CLASSES + neg * 3 + _gt_class(act, k)), gt, mode)
-                if not gt:
-                    break
-                k += 1
-            if m > <uint32_t> K:
+            cls = GT_CLASS_OFFSET[act if act < GT_ACT_CAP else GT_ACT_CAP] + 1
+            cls_end = cls + (m - 1 if m <= <uint32_t> K else <uint32_t> K)
+            c = gt_ctx + neg * 3
+            while cls != cls_end:
+                _enc_bit(e, <Ctx*> (<char*> c + cls[0]), 1, mode)
+                cls += 1
+                c += N_GT_CLASSES
+            if m <= <uint32_t> K:
+                _enc_bit(e, <Ctx*> (<char*> c + cls[0]), 0, mode)
+            else:
                 _enc_eg(e, <uint64_t> m - <uint64_t> K - 1, eg_k, mode)
-        prev2 = prev
         prev = q
     ep[0] = el
 
@@ -379,29 +447,37 @@ cdef inline uint32_t _next_byte(Dec* d) noexcept nogil:
     return b
 
 
-cdef inline uint32_t _dec_bit(Dec* d, Ctx* c) noexcept nogil:
-    cdef uint32_t bound = (d.range >> 16) * _p0(c)
-    # branch-free: mask is all ones when the bin is 1
-    cdef uint32_t mask = 0u - <uint32_t> (d.code >= bound)
-    cdef uint32_t bit = mask & 1u
-    d.code -= bound & mask
-    d.range = bound + ((d.range - bound - bound) & mask)
-    _update(c, bit)
+cdef inline void _dec_renorm(Dec* d) noexcept nogil:
+    # rare (about one bin in twelve): callers test the range first
     while d.range < RANGE_TOP:
         d.range <<= 8
         d.code = (d.code << 8) | _next_byte(d)
-    return bit
+
+
+cdef inline uint32_t _dec_bit_select(Dec* d, Ctx* c) noexcept nogil:
+    # one context-coded bin, decoded without a branch on its value (the sign
+    # is a coin flip); the other bins are spelled out in _decode_levels
+    cdef uint32_t a = c.a
+    cdef uint32_t b = c.b
+    cdef uint32_t bound = (d.range >> 16) * (((a + b) >> (STATE_BITS + 1 - 16)) | 1u)
+    cdef uint32_t mask = 0u - <uint32_t> (d.code >= bound)
+    d.code -= bound & mask
+    d.range = bound + ((d.range - bound - bound) & mask)
+    _update_ab(c, a, b, mask & 1u)
+    if unlikely(d.range < RANGE_TOP):
+        _dec_renorm(d)
+    return mask & 1u
 
 
 cdef inline uint32_t _dec_bypass(Dec* d) noexcept nogil:
-    cdef uint32_t bit = 0
-    d.range >>= 1
-    if d.code >= d.range:
-        d.code -= d.range
-        bit = 1
-    while d.range < RANGE_TOP:
-        d.range <<= 8
-        d.code = (d.code << 8) | _next_byte(d)
+    cdef uint32_t rng = d.range >> 1
+    cdef uint32_t code = d.code
+    cdef uint32_t bit = code >= rng
+    # a select, not a branch: bypass bins are coin flips
+    d.code = code - (rng & (0u - bit))
+    d.range = rng
+    if unlikely(rng < RANGE_TOP):
+        _dec_renorm(d)
     return bit
 
 
@@ -410,11 +486,15 @@ cdef int _decode_levels(Dec* dp, int32_t* out, Py_ssize_t n, Py_ssize_t row,
     cdef Ctx* sig_ctx = ctx
     cdef Ctx* sign_ctx = ctx + N_SIG_CTX
     cdef Ctx* gt_ctx = ctx + N_SIG_CTX + N_SIGN_CTX
+    cdef Ctx* c
+    cdef Ctx* cc
+    cdef const uint8_t* cls_row
+    cdef const uint8_t* cls
+    cdef const uint8_t* cls_end
     cdef int32_t prev = 0
-    cdef int32_t prev2 = 0
     cdef int32_t above = 0
     cdef int32_t q
-    cdef uint32_t am, k, neg
+    cdef uint32_t am, neg, a, b, bound
     cdef uint64_t act
     cdef uint64_t m, v
     cdef int ek, j
@@ -422,21 +502,63 @@ cdef int _decode_levels(Dec* dp, int32_t* out, Py_ssize_t n, Py_ssize_t row,
     # work on a local copy so the compiler can keep the coder state in registers
     cdef Dec dl = dp[0]
     cdef Dec* d = &dl
+    # prev_cls = 2 * sign class of prev (0 zero, 1 negative, 2 positive) + (prev2 != 0):
+    # _sig_ctx(prev, prev2, am) = prev_cls * 3 + min(am, 2) and
+    # _sign_ctx(prev, above) = (prev_cls >> 1) * 3 + sign class of above
+    cdef uint32_t prev_cls = 0
+    cdef Py_ssize_t above_from = row if row > 0 else n
     for i in range(n):
-        if row > 0 and i >= row:
+        if i >= above_from:
             above = out[i - row]
         am = _mag(above)
         q = 0
-        if _dec_bit(d, sig_ctx + _sig_ctx(prev, prev2, am)):
-            neg = _dec_bit(d, sign_ctx + _sign_ctx(prev, above))
+        cc = sig_ctx + (prev_cls * 3 + (am if am < 2 else 2))
+        a = cc.a
+        b = cc.b
+        bound = (d.range >> 16) * (((a + b) >> (STATE_BITS + 1 - 16)) | 1u)
+        if d.code < bound:
+            # q == 0
+            d.range = bound
+            _update_ab(cc, a, b, 0)
+            if unlikely(d.range < RANGE_TOP):
+                _dec_renorm(d)
+            prev_cls = prev_cls >= 2
+        else:
+            d.code -= bound
+            d.range -= bound
+            _update_ab(cc, a, b, 1)
+            if unlikely(d.range < RANGE_TOP):
+                _dec_renorm(d)
+            neg = _dec_bit_select(d, sign_ctx + ((prev_cls >> 1) * 3 + <uint32_t> (above != 0) + <uint32_t> (above > 0)))
+            prev_cls = 4 - 2 * neg + (prev_cls >= 2)
+            # gt_k for k = 1..K; cls[k] = _gt_class(act, k) * sizeof(Ctx)
             act = <uint64_t> _mag(prev) + am
-            k = 1
-            while k <= <uint32_t> K:
-                if not _dec_bit(d, gt_ctx + ((k - 1) * N_GT_CLASSES + neg * 3 + _gt_class(act, k))):
+            cls_row = GT_CLASS_OFFSET[act if act < GT_ACT_CAP else GT_ACT_CAP]
+            cls = cls_row + 1
+            cls_end = cls + K
+            c = gt_ctx + neg * 3
+            while cls != cls_end:
+                # the bin's branch is also the loop's exit
+                cc = <Ctx*> (<char*> c + cls[0])
+                a = cc.a
+                b = cc.b
+                bound = (d.range >> 16) * (((a + b) >> (STATE_BITS + 1 - 16)) | 1u)
+                if d.code >= bound:
+                    d.code -= bound
+                    d.range -= bound
+                    _update_ab(cc, a, b, 1)
+                    if unlikely(d.range < RANGE_TOP):
+                        _dec_renorm(d)
+                    cls += 1
+                    c += N_GT_CLASSES
+                else:
+                    d.range = bound
+                    _update_ab(cc, a, b, 0)
+                    if unlikely(d.range < RANGE_TOP):
+                        _dec_renorm(d)
                     break
-                k += 1
-            m = k
-            if k > <uint32_t> K:
+            m = <uint64_t> (cls - cls_row)        # k: the first gt_k that was 0, or K + 1
+            if unlikely(cls == cls_end):
                 ek = eg_k
                 v = 0
                 while _dec_bypass(d):
@@ -458,12 +580,11 @@ cdef int _decode_levels(Dec* dp, int32_t* out, Py_ssize_t n, Py_ssize_t row,
                     dp[0] = dl
                     return STATUS_OVERFLOW
                 q = <int32_t> m
-            if d.pos > d.n + 8:
+            if unlikely(d.pos > d.n + 8):
                 # far past the end of the data: stop early on garbage
                 dp[0] = dl
                 return STATUS_TRUNCATED
         out[i] = q
-        prev2 = prev
         prev = q
     dp[0] = dl
     return STATUS_OK
