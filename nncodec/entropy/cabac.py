@@ -96,9 +96,21 @@ def choose_k(levels, max_k: int = DEFAULT_MAX_K) -> int:
     return max(1, min(K, max_k))
 
 
+def _eg_cost_matrix() -> np.ndarray:
+    """Expected bits of a remainder of bit length b (columns, 0..33) at Exp-Golomb
+    order e (rows, 0..MAX_EG_ORDER); see ``choose_eg_order``."""
+    b = np.arange(34, dtype=np.float64)[None, :]
+    e = np.arange(MAX_EG_ORDER + 1, dtype=np.float64)[:, None]
+    p = np.where(b <= e, 0.0, np.where(b == e + 1, 1.0, b - 1.0 - e + np.exp2(e + 1.0 - b)))
+    return 2.0 * p + 1.0 + e
+
+
+_EG_COST = _eg_cost_matrix()
+
+
 def choose_eg_order(levels, K: int) -> int:
     """The Exp-Golomb order expected to spend the fewest bypass bits on the
-    remainders r = |q| - K - 1 of the levels above K.
+    remainders r = |q| - K - 1 of the levels above K (smallest order on ties).
 
     Works from a histogram of bit lengths b of r: order e spends 2p + 1 + e
     bits, with prefix length p = 0 if b <= e, 1 if b = e + 1, and otherwise
@@ -108,15 +120,7 @@ def choose_eg_order(levels, K: int) -> int:
     hist = implementation().remainder_histogram(_as_levels(levels), K)
     if not hist.any():
         return 0
-    b = np.arange(hist.size)
-    best_e, best_bits = 0, None
-    for e in range(MAX_EG_ORDER + 1):
-        p = np.where(b <= e, 0.0, np.where(b == e + 1, 1.0,
-                                           b - 1.0 - e + np.exp2(e + 1.0 - b)))
-        bits = float(np.sum(hist * (2.0 * p + 1.0 + e)))
-        if best_bits is None or bits < best_bits:
-            best_e, best_bits = e, bits
-    return best_e
+    return int(np.argmin(_EG_COST @ hist.astype(np.float64)))
 
 
 def choose_params(levels, max_k: int = DEFAULT_MAX_K) -> tuple[int, int]:
