@@ -104,7 +104,7 @@ def save_file(tensors: Mapping[str, Any], target: Union[str, os.PathLike, Binary
 
     With ``overwrite=False`` an existing path is left alone (``OutputExistsError``)."""
     s = _settings(settings, kwargs)
-    container.write(target, list(_records(tensors, s, dtypes or {}, progress)), _metadata(metadata, s),
+    container.write(target, _records(tensors, s, dtypes or {}, progress), _metadata(metadata, s),
                     overwrite=overwrite)
 
 

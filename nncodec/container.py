@@ -27,10 +27,13 @@ raises only :class:`nncodec.errors.FormatError` and its subclasses.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import numbers
 import os
+import shutil
 import struct
+import tempfile
 import zlib
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Iterable, Iterator, Mapping, Optional, Union
@@ -232,6 +235,20 @@ def _check_chain(chain: Any, where: str) -> None:
             raise ValueError(f"{where}: chain[{i}] needs a string 'id'")
 
 
+@dataclass(frozen=True)
+class _Spooled:
+    """Stands in for a payload that write() has already copied to its spool file."""
+
+    length: int
+    crc32: int
+
+
+def _payload_bytes(payload, where: str):
+    if not isinstance(payload, (bytes, bytearray, memoryview)):
+        raise TypeError(f"{where}: payload must be bytes, not {type(payload).__name__}")
+    return memoryview(payload).cast("B") if isinstance(payload, memoryview) else payload
+
+
 def _encode_header(records: Iterable[TensorRecord],
                    metadata: Optional[Mapping[str, str]]) -> tuple[bytes, list]:
     """Return (preamble + header body, payloads in file order)."""
@@ -302,13 +319,14 @@ def _encode_header(records: Iterable[TensorRecord],
         _encode_value(body, rec.chain, 1, f"{where} chain")
 
         payload = rec.payload
-        if not isinstance(payload, (bytes, bytearray, memoryview)):
-            raise TypeError(f"{where}: payload must be bytes, not {type(payload).__name__}")
-        payload = memoryview(payload).cast("B") if isinstance(payload, memoryview) else payload
-        length = len(payload)
+        if isinstance(payload, _Spooled):  # already written out by write()
+            length, crc = payload.length, payload.crc32
+        else:
+            payload = _payload_bytes(payload, where)
+            length, crc = len(payload), zlib.crc32(payload)
         body += encode_uvarint(offset)
         body += encode_uvarint(length)
-        body += _U32.pack(zlib.crc32(payload))
+        body += _U32.pack(crc)
         payloads.append(payload)
         offset += length
 
@@ -341,20 +359,35 @@ def write(target: Union[str, os.PathLike, BinaryIO], records: Iterable[TensorRec
     left alone and ``nncodec.errors.OutputExistsError`` is raised. A file object is written at
     its current position and left open.
     """
-    header, payloads = _encode_header(records, metadata)
-    total = len(header) + sum(len(p) for p in payloads)
     if hasattr(target, "write"):
+        header, payloads = _encode_header(records, metadata)
         target.write(header)
         for p in payloads:
             target.write(p)
-        return total
+        return len(header) + sum(len(p) for p in payloads)
 
-    def write_all(f: BinaryIO) -> None:
-        f.write(header)
-        for p in payloads:
-            f.write(p)
+    # For a path, each payload goes to a spool file as soon as it arrives, so that
+    # a generator of records is never held in memory all at once; the header,
+    # which needs every length and CRC, is written first at the end.
+    path = os.fspath(target)
+    with tempfile.TemporaryFile(dir=os.path.dirname(os.path.abspath(path)) or ".") as spool:
+        light = []
+        for rec in records:
+            if not isinstance(rec, TensorRecord):
+                raise TypeError(f"records must be TensorRecord objects, not {type(rec).__name__}")
+            data = _payload_bytes(rec.payload, f"tensor {rec.name!r}")
+            spool.write(data)
+            light.append(dataclasses.replace(rec, payload=_Spooled(len(data), zlib.crc32(data))))
+            del rec, data
+        header, _ = _encode_header(light, metadata)
+        total = len(header) + spool.tell()
 
-    atomic_write(os.fspath(target), write_all, overwrite=overwrite)
+        def write_all(f: BinaryIO) -> None:
+            f.write(header)
+            spool.seek(0)
+            shutil.copyfileobj(spool, f, 1 << 20)
+
+        atomic_write(path, write_all, overwrite=overwrite)
     return total
 
 
