@@ -294,5 +294,17 @@ def verify(nnc, quiet):
         click.echo(f"{nnc}: OK ({n} tensors)")
 
 
+
+
+def _register_optional_commands() -> None:
+    """Commands that live beside their subsystems."""
+    from .sparse.cli import analyze
+
+    main.add_command(analyze)
+
+
+_register_optional_commands()
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
