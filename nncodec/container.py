@@ -77,7 +77,7 @@ DTYPES: dict[str, tuple[int, int]] = {
 _DTYPE_BY_CODE = {code: (name, size) for name, (code, size) in DTYPES.items()}
 
 # entropy backend id -> name; must agree with nncodec.entropy (a test checks it)
-BACKENDS: dict[int, str] = {0: "raw", 1: "cabac", 2: "constriction"}
+BACKENDS: dict[int, str] = {0: "raw", 1: "cabac", 2: "constriction", 3: "cabac-layout"}
 
 # tags of the value encoding used for coding chains
 _TAG_NULL, _TAG_FALSE, _TAG_TRUE, _TAG_INT, _TAG_FLOAT, _TAG_STR, _TAG_LIST, _TAG_MAP = range(8)

@@ -46,6 +46,7 @@ cdef extern from *:
 cdef enum:
     RATE_FAST = 8
     RATE_SLOW = 11
+    PRIOR_COUNT = 31               # bins a prior-initialized context counts as seen
     WARMUP_MAX = 1023               # from here on both shifts are at their rates
     PROB_ONE = 65536               # coding probabilities are 16-bit
     STATE_BITS = 30                # estimator state precision
@@ -348,6 +349,13 @@ cdef inline void _code_levels(const int32_t* lv, Py_ssize_t n, Py_ssize_t row,
     ep[0] = el
 
 
+# Initial P(bin = 0) of the gt contexts for each K, 30-bit: floor((1 - 2**(-6/K)) * 2**30)
+# (fixed integers: part of the bitstream definition, formats/cabac-v1.md section 5)
+cdef uint32_t GT_PRIOR[MAX_K + 1]
+for _i, _v in enumerate([0, 1056964608, 939524096, 805306368, 694116761, 606368549, 536870912, 480988279, 435291115, 397326860, 365336408, 338040241, 314491699, 293978240, 275954714, 259997688, 245773691, 233016771, 221512373, 211085588, 201592454, 192913442, 184948507, 177613290, 170836173, 164555967, 158720090, 153283106, 148205554, 143453003, 138995274, 134805804, 130861124, 127140421, 123625172, 120298838, 117146609, 114155179, 111312564, 108607940, 106031508, 103574373, 101228444, 98986346, 96841339, 94787256, 92818439, 90929692, 89116230, 87373642, 85697857, 84085107, 82531904, 81035010, 79591421, 78198340, 76853163, 75553462, 74296970, 73081570, 71905277, 70766237, 69662706, 68593051, 67555737]):
+    GT_PRIOR[_i] = _v
+
+
 cdef Ctx* _new_contexts(int K) noexcept nogil:
     cdef Py_ssize_t nctx = N_SIG_CTX + N_SIGN_CTX + K * N_GT_CLASSES
     cdef Ctx* ctx = <Ctx*> malloc(nctx * sizeof(Ctx))
@@ -357,6 +365,15 @@ cdef Ctx* _new_contexts(int K) noexcept nogil:
             ctx[j].a = STATE_INIT
             ctx[j].b = STATE_INIT
             ctx[j].n = 0
+        # signs are close to fair coins: start as if 31 bins had been seen
+        for j in range(N_SIG_CTX, N_SIG_CTX + N_SIGN_CTX):
+            ctx[j].n = PRIOR_COUNT
+        # K leaves about 1/64 of the non-zero levels above it: under a geometric
+        # prior each flag |q| > k is 1 with probability 2**(-6/K)
+        for j in range(N_SIG_CTX + N_SIGN_CTX, nctx):
+            ctx[j].a = GT_PRIOR[K]
+            ctx[j].b = GT_PRIOR[K]
+            ctx[j].n = PRIOR_COUNT
     return ctx
 
 

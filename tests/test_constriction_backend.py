@@ -46,7 +46,9 @@ def test_count_mismatch_is_detected():
 
 
 def test_registry():
-    assert available_backends() == ["cabac", "constriction"]
+    assert available_backends() == ["cabac", "cabac-auto", "cabac-csr", "cabac-dense", "cabac-ws",
+                                    "constriction"]
     assert backend_by_id(1).name == "cabac" and backend_by_id(2).name == "constriction"
+    assert backend_by_id(3).decode is get_backend("cabac-ws").decode
     with pytest.raises(ValueError, match="choose one of"):
         get_backend("zip")

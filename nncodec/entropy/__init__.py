@@ -7,14 +7,18 @@ Every backend has the same two calls::
 
 ``cabac`` (default) is nncodec's context-adaptive binary arithmetic coder;
 ``constriction`` is constriction's range coder with an order-0 model carried
-in the payload. Decoders raise ``nncodec.errors.FormatError`` on bad data.
+in the payload; ``cabac-csr``, ``cabac-ws``, ``cabac-dense`` and ``cabac-auto``
+(the smallest of the three) code the levels as a sparse matrix layout
+(``nncodec.entropy.layout``). Decoders raise ``nncodec.errors.FormatError`` on bad data.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable
 
-from . import cabac, constriction_backend
+from functools import partial
+
+from . import cabac, constriction_backend, layout
 
 DEFAULT_BACKEND = "cabac"
 
@@ -34,6 +38,15 @@ _BACKENDS = {
     "constriction": Backend("constriction", 2, constriction_backend.encode,
                             constriction_backend.decode,
                             "constriction range coder, per-tensor categorical model"),
+    # backend id 3: the levels as a Dense / CSR / WS matrix, each array CABAC-coded
+    "cabac-auto": Backend("cabac-auto", 3, partial(layout.encode, layout="auto"), layout.decode,
+                          "cabac on the smallest of the dense, CSR and WS layouts"),
+    "cabac-dense": Backend("cabac-dense", 3, partial(layout.encode, layout="dense"), layout.decode,
+                           "cabac, dense layout inside a layout payload"),
+    "cabac-csr": Backend("cabac-csr", 3, partial(layout.encode, layout="csr"), layout.decode,
+                         "cabac on the CSR arrays (row counts, column gaps, values)"),
+    "cabac-ws": Backend("cabac-ws", 3, partial(layout.encode, layout="ws"), layout.decode,
+                        "cabac on the weight-sharing arrays (groups, levels, lengths, columns)"),
 }
 
 

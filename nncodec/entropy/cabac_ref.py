@@ -39,6 +39,10 @@ STATUS_BAD_STATE = 5
 _MASK32 = 0xFFFFFFFF
 # adaptation shift while a context is young: 1 + floor(log2(n + 1))
 _WARMUP_SHIFT = [1 + (n + 1).bit_length() - 1 for n in range(WARMUP_MAX + 1)]
+# Initial P(bin = 0) of the gt contexts for each K (30-bit), and the bins a
+# prior-initialized context counts as seen: see formats/cabac-v1.md section 5.
+GT_PRIOR = [0, 1056964608, 939524096, 805306368, 694116761, 606368549, 536870912, 480988279, 435291115, 397326860, 365336408, 338040241, 314491699, 293978240, 275954714, 259997688, 245773691, 233016771, 221512373, 211085588, 201592454, 192913442, 184948507, 177613290, 170836173, 164555967, 158720090, 153283106, 148205554, 143453003, 138995274, 134805804, 130861124, 127140421, 123625172, 120298838, 117146609, 114155179, 111312564, 108607940, 106031508, 103574373, 101228444, 98986346, 96841339, 94787256, 92818439, 90929692, 89116230, 87373642, 85697857, 84085107, 82531904, 81035010, 79591421, 78198340, 76853163, 75553462, 74296970, 73081570, 71905277, 70766237, 69662706, 68593051, 67555737]
+PRIOR_COUNT = 31
 _COST_TABLE = [-math.log2((16.0 * i + 8.0) / 65536.0) for i in range(4096)]
 
 
@@ -80,9 +84,10 @@ class _Contexts:
 
     def __init__(self, K: int):
         n = n_contexts(K)
-        self.a = [STATE_INIT] * n
-        self.b = [STATE_INIT] * n
-        self.n = [0] * n
+        gt = N_SIG_CTX + N_SIGN_CTX
+        self.a = [STATE_INIT] * gt + [GT_PRIOR[K]] * (n - gt)
+        self.b = list(self.a)
+        self.n = [0] * N_SIG_CTX + [PRIOR_COUNT] * (n - N_SIG_CTX)
 
     def p0(self, i: int) -> int:
         # mean of the two estimates as a 16-bit probability, forced odd (never 0)
