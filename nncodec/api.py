@@ -23,7 +23,7 @@ import numpy as np
 from . import container
 from .container import Reader, TensorRecord
 from .errors import FormatError
-from .pipeline import Settings, decode_tensor, dtype_name, encode_tensor
+from .pipeline import Settings, decode_tensor, dtype_name, encode_tensor, global_prune_threshold
 
 Progress = Optional[Callable[[str, int, int], None]]
 _FRAMEWORKS = ("numpy", "np", "torch", "pt")
@@ -53,13 +53,17 @@ def _to_numpy(name: str, value: Any, dtypes: Mapping[str, str]) -> tuple[np.ndar
 def _records(tensors: Mapping[str, Any], settings: Settings, dtypes: Mapping[str, str],
              progress: Progress) -> Iterable[TensorRecord]:
     names = list(tensors)
+    threshold = None
+    if settings.needs_global_pass:  # global pruning: one threshold over all weights, first
+        threshold = global_prune_threshold(settings, (_to_numpy(n, tensors[n], dtypes) for n in names
+                                                      if isinstance(n, str)))
     for i, name in enumerate(names):
         if not isinstance(name, str):
             raise TypeError(f"tensor names must be strings, got {name!r}")
         arr, dtype = _to_numpy(name, tensors[name], dtypes)
         if progress is not None:
             progress(name, i, len(names))
-        yield encode_tensor(name, arr, dtype, settings)
+        yield encode_tensor(name, arr, dtype, settings, global_threshold=threshold)
     if progress is not None:
         progress("", len(names), len(names))
 
@@ -90,7 +94,10 @@ def encode(tensors: Mapping[str, Any], *, metadata: Optional[Mapping[str, str]] 
 
     Keyword settings (see ``nncodec.pipeline.Settings``): ``step``, ``qp`` or
     ``target_snr`` (weights), ``small_snr`` (1-D tensors), ``backend``
-    (``"cabac"`` or ``"constriction"``), ``lossless``.
+    (``"cabac"`` or ``"constriction"``), ``lossless``; ``method`` (``"uniform"``,
+    ``"fixed"``, ``"kmeans"``, ``"pq"``, ``"rq"``, ``"binary"``, ``"ternary"``) with
+    ``bits``/``il``/``fl``/``rounding``, ``k``, ``pq_dim``, ``rq_stages``...; ``prune``
+    (fraction), ``prune_scope`` (``"tensor"``/``"global"``), ``prune_structured``.
     """
     s = _settings(settings, kwargs)
     return container.pack(_records(tensors, s, dtypes or {}, progress), _metadata(metadata, s))
@@ -157,6 +164,35 @@ class NNCFile:
         info = self._reader.record_info(name)
         arr = decode_tensor(info, self._reader.read_payload(name))
         return _convert(arr, info.dtype, self.framework)
+
+    def get_layout(self, name: str, kind: Optional[str] = None):
+        """The tensor's quantized levels as a ``nncodec.sparse`` layout object (Dense, CSR
+        or WS; a weight of shape (out, ...) is an out x rest matrix), without building a
+        dense float tensor. ``kind`` converts to "dense", "csr" or "ws"; by default the
+        layout is the one stored (backends cabac-csr / -ws / -auto), else Dense."""
+        from .entropy import backend_by_id, layout
+        from .sparse.layouts import Dense, Dequant
+
+        info = self._reader.record_info(name)
+        stage = info.chain[0] if len(info.chain) == 1 else {}
+        if stage.get("id") == "uniform":
+            dequant = Dequant(step=stage["step"])
+        elif stage.get("id") == "integer":
+            dequant = Dequant(step=1.0)
+        else:
+            raise ValueError(f"tensor {name!r}: no layout for coding chain {info.chain}")
+        payload = self._reader.read_payload(name)
+        if info.backend == 3:
+            obj = layout.read_layout(payload, info.numel, dequant)
+        else:
+            levels = backend_by_id(info.backend).decode(payload, info.numel)
+            rows = info.shape[0] if len(info.shape) >= 2 else 1
+            obj = Dense(levels.reshape(rows, -1) if levels.size else levels.reshape(rows, 0), dequant)
+        if kind is None or kind == obj.kind:
+            return obj
+        if kind not in ("dense", "csr", "ws"):
+            raise ValueError("kind must be dense, csr or ws")
+        return getattr(obj, "to_" + kind)()
 
     def info(self) -> dict:
         """Container summary plus bits per element of each tensor."""

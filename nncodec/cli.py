@@ -17,6 +17,7 @@ from .api import NNCFile, save_file
 from .entropy import available_backends
 from .errors import FormatError, NNCodecError
 from .pipeline import DEFAULT_SMALL_SNR, DEFAULT_TARGET_SNR, Settings
+from .quantize import METHODS
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -122,33 +123,75 @@ def main():
 @click.option("--backend", type=click.Choice(available_backends()), default="cabac", show_default=True,
               help="Entropy coder.")
 @click.option("--lossless", is_flag=True, help="Store float tensors exactly (no quantization).")
+@click.option("--method", type=click.Choice(METHODS), default="uniform", show_default=True,
+              help="Quantizer of weight tensors (two or more dimensions).")
+@click.option("--bits", type=int, default=None,
+              help="fixed: word length IL+FL (default 8; IL per tensor, just covering max|w|).")
+@click.option("--il", type=int, default=None, help="fixed: integer bits IL.")
+@click.option("--fl", type=int, default=None, help="fixed: fractional bits FL (resolution 2^-FL).")
+@click.option("--rounding", type=click.Choice(["nearest", "stochastic"]), default="nearest", show_default=True,
+              help="fixed: rounding mode.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of stochastic rounding and k-means++.")
+@click.option("--k", "k", type=int, default=16, show_default=True, help="kmeans/pq/rq: centres per codebook.")
+@click.option("--kmeans-init", type=click.Choice(["linear", "kmeans++"]), default="linear", show_default=True,
+              help="k-means initialisation.")
+@click.option("--pq-dim", type=int, default=4, show_default=True, help="pq/rq: sub-vector length.")
+@click.option("--rq-stages", type=int, default=2, show_default=True, help="rq: residual stages.")
+@click.option("--ternary-threshold", type=float, default=0.7, show_default=True,
+              help="ternary: zero |w| <= this * mean|w|.")
+@click.option("--prune", type=float, default=None, metavar="AMOUNT",
+              help="Zero this fraction of each weight tensor's smallest weights before quantizing.")
+@click.option("--prune-threshold", type=float, default=None, help="Or zero every |w| <= this.")
+@click.option("--prune-global", is_flag=True, help="One magnitude threshold for the whole model.")
+@click.option("--prune-structured", is_flag=True, help="Zero whole rows (output channels) of smallest RMS.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite the output if it exists.")
 @click.option("-q", "--quiet", is_flag=True, help="No summary line, no progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @_fail_on_expected_errors
-def encode(model, output, target_snr, qp, step, small_snr, backend, lossless, force, quiet, as_json):
+def encode(model, output, target_snr, qp, step, small_snr, backend, lossless, method, bits, il, fl, rounding,
+           seed, k, kmeans_init, pq_dim, rq_stages, ternary_threshold, prune, prune_threshold, prune_global,
+           prune_structured, force, quiet, as_json):
     """Compress MODEL (.pt state_dict, .safetensors or .npz) into a .nnc file.
 
     \b
     Weight tensors (two or more dimensions) are quantized uniformly with a step
-    from --target-snr (default), --qp or --step; 1-D tensors get their own finer
-    step from --small-snr; integer tensors are stored losslessly.
+    from --target-snr (default), --qp or --step, or by another --method; 1-D
+    tensors get their own finer uniform step from --small-snr; integer tensors are
+    stored losslessly. --prune zeroes weights before quantization. The file
+    records every choice: decoding needs no options.
 
     \b
     Examples:
       nncodec encode model.pt -o model.nnc
       nncodec encode model.pt -o model.nnc --target-snr 35 --backend constriction
       nncodec encode model.npz -o model.nnc --qp -38 --force
+      nncodec encode model.pt -o m.nnc --method fixed --bits 8          # <IL,FL>, IL per tensor
+      nncodec encode model.pt -o m.nnc --method fixed --il 2 --fl 6 --rounding stochastic
+      nncodec encode model.pt -o m.nnc --method kmeans --k 16           # codebook per tensor
+      nncodec encode model.pt -o m.nnc --method pq --k 256 --pq-dim 4   # product quantization
+      nncodec encode model.pt -o m.nnc --method rq --k 16 --rq-stages 3 # residual codebooks
+      nncodec encode model.pt -o m.nnc --method ternary
+      nncodec encode model.pt -o m.nnc --prune 0.5 --prune-global --method kmeans --k 16
+      nncodec encode model.pt -o m.nnc --prune 0.25 --prune-structured  # whole rows
     """
     from .io import read_model
 
     if sum(x is not None for x in (target_snr, qp, step)) > 1:
         raise click.UsageError("give at most one of --target-snr, --qp and --step")
+    if method != "uniform" and any(x is not None for x in (target_snr, qp, step)):
+        raise click.UsageError(f"--target-snr, --qp and --step apply to --method uniform, not {method}")
+    if prune is not None and prune_threshold is not None:
+        raise click.UsageError("give at most one of --prune and --prune-threshold")
     if not os.path.exists(model):
         raise _Failure(f"{model}: no such file")
     _check_output(output, force)
     settings = Settings(step=step, qp=qp, target_snr=target_snr, small_snr=small_snr,
-                        backend=backend, lossless=lossless)
+                        backend=backend, lossless=lossless, method=method, bits=bits, il=il, fl=fl,
+                        rounding=rounding, seed=seed, k=k, kmeans_init=kmeans_init, pq_dim=pq_dim,
+                        rq_stages=rq_stages, ternary_threshold=ternary_threshold, prune=prune,
+                        prune_threshold=prune_threshold, prune_scope="global" if prune_global else "tensor",
+                        prune_structured=prune_structured)
     t0 = time.perf_counter()
     tensors, dtypes, metadata = read_model(model)
     save_file(tensors, output, dtypes=dtypes, metadata=metadata, settings=settings,

@@ -9,6 +9,12 @@ record, so that decoding needs no settings:
   coded losslessly by the entropy backend.
 - ``{"id": "raw"}``: the tensor's little-endian bytes as they are (backend 0):
   for lossless storage of floats, non-finite floats, and integers beyond int32.
+- ``fixed``, ``kmeans``, ``pq``, ``rq``, ``binary``, ``ternary``: the other
+  quantizers (``nncodec.quantize``), chosen by ``Settings.method`` for tensors with
+  two or more dimensions.
+- ``{"id": "prune", ...}``: first in a chain of two, before the quantizer: the
+  tensor was pruned (``nncodec.prune``) and its zeros are in the levels; it records
+  how, and decoding passes through it unchanged.
 
 How the step of a float tensor is chosen (``Settings``): tensors with two or
 more dimensions (weights) use ``step``, or ``2 ** (qp / 4)``, or the step that
@@ -20,11 +26,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterable, Optional
 
 import numpy as np
 
 from . import bf16
+from . import prune as _prune
+from . import quantize as _quantize
 from .container import DTYPES, RecordInfo, TensorRecord
 from .entropy import DEFAULT_BACKEND, backend_by_id, get_backend
 from .errors import FormatError
@@ -58,11 +66,30 @@ class Settings:
     small_snr: float = DEFAULT_SMALL_SNR
     backend: str = DEFAULT_BACKEND
     lossless: bool = False
+    # quantizer of tensors with two or more dimensions (1-D tensors always get "uniform"
+    # at small_snr): "uniform" | "fixed" | "kmeans" | "pq" | "rq" | "binary" | "ternary"
+    method: str = "uniform"
+    bits: Optional[int] = None          # fixed: word length IL + FL (default 8; IL per tensor)
+    il: Optional[int] = None            # fixed: integer bits
+    fl: Optional[int] = None            # fixed: fractional bits
+    rounding: str = "nearest"           # fixed: "nearest" or "stochastic"
+    seed: int = 0                       # stochastic rounding, k-means++ initialisation
+    k: int = 16                         # kmeans / pq / rq: centres per codebook
+    kmeans_init: str = "linear"         # "linear" or "kmeans++"
+    iterations: int = 30                # k-means iterations
+    pq_dim: int = 4                     # pq / rq: sub-vector length d
+    rq_stages: int = 2                  # rq: number of residual stages
+    ternary_threshold: float = 0.7      # ternary: threshold = this * mean |w|
+    prune: Optional[float] = None       # fraction of weights (rows) to zero before quantization
+    prune_threshold: Optional[float] = None  # or: zero |w| (row RMS) <= this
+    prune_scope: str = "tensor"         # "tensor" or "global" (one threshold for the model)
+    prune_structured: bool = False      # zero whole rows (output channels) by RMS
 
     def __post_init__(self):
         given = [n for n in ("step", "qp", "target_snr") if getattr(self, n) is not None]
         if len(given) > 1:
             raise ValueError(f"give at most one of step, qp and target_snr (got {', '.join(given)})")
+        self._check_method(given)
         if self.step is not None and not (self.step > 0 and math.isfinite(self.step)):
             raise ValueError(f"step must be a positive finite number, got {self.step!r}")
         for name in ("qp", "target_snr", "small_snr"):
@@ -71,7 +98,92 @@ class Settings:
                 raise ValueError(f"{name} must be finite, got {v!r}")
         get_backend(self.backend)  # raises ValueError naming the choices
 
+    def _check_method(self, given) -> None:
+        from .quantize import fixed as _fixed, kmeans as _km
+
+        if self.method not in _quantize.METHODS:
+            raise ValueError(f"method must be one of {', '.join(_quantize.METHODS)}, got {self.method!r}")
+        if self.method != "uniform" and given:
+            raise ValueError(f"{', '.join(given)} applies to method 'uniform' only, not {self.method!r}")
+        if self.lossless and (self.method != "uniform" or self.pruning):
+            raise ValueError("lossless excludes other methods and pruning")
+        for name in ("bits", "il", "fl", "seed", "k", "iterations", "pq_dim", "rq_stages"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, (int, np.integer)) or isinstance(v, bool)):
+                raise ValueError(f"{name} must be an integer, got {v!r}")
+        if self.bits is not None and not 1 <= self.bits <= _fixed.MAX_WORD:
+            raise ValueError(f"bits must be 1..{_fixed.MAX_WORD}, got {self.bits}")
+        if self.il is not None and self.fl is not None:
+            if self.bits is not None and self.bits != self.il + self.fl:
+                raise ValueError(f"bits {self.bits} != il + fl = {self.il + self.fl}")
+            _fixed.check(self.il, self.fl, self.rounding)
+        if self.rounding not in _fixed.ROUNDINGS:
+            raise ValueError(f"rounding must be one of {', '.join(_fixed.ROUNDINGS)}, got {self.rounding!r}")
+        if not 1 <= self.k <= 1 << 16:
+            raise ValueError(f"k must be 1..65536, got {self.k}")
+        if self.kmeans_init not in _km.INITS:
+            raise ValueError(f"kmeans_init must be one of {', '.join(_km.INITS)}, got {self.kmeans_init!r}")
+        if self.iterations < 0:
+            raise ValueError(f"iterations must be >= 0, got {self.iterations}")
+        if not 1 <= self.pq_dim <= _quantize.MAX_SUBVECTOR:
+            raise ValueError(f"pq_dim must be 1..{_quantize.MAX_SUBVECTOR}, got {self.pq_dim}")
+        if not 1 <= self.rq_stages <= _quantize.MAX_RQ_STAGES:
+            raise ValueError(f"rq_stages must be 1..{_quantize.MAX_RQ_STAGES}, got {self.rq_stages}")
+        if not (self.ternary_threshold >= 0 and math.isfinite(self.ternary_threshold)):
+            raise ValueError(f"ternary_threshold must be >= 0, got {self.ternary_threshold!r}")
+        if self.prune is not None and self.prune_threshold is not None:
+            raise ValueError("give at most one of prune and prune_threshold")
+        if self.prune is not None and not 0.0 <= self.prune <= 1.0:
+            raise ValueError(f"prune must be a fraction in [0, 1], got {self.prune!r}")
+        if self.prune_threshold is not None and not (self.prune_threshold >= 0
+                                                     and math.isfinite(self.prune_threshold)):
+            raise ValueError(f"prune_threshold must be >= 0, got {self.prune_threshold!r}")
+        if self.prune_scope not in _prune.SCOPES:
+            raise ValueError(f"prune_scope must be one of {', '.join(_prune.SCOPES)}, got {self.prune_scope!r}")
+
+    @property
+    def pruning(self) -> bool:
+        return self.prune is not None or self.prune_threshold is not None
+
+    @property
+    def needs_global_pass(self) -> bool:
+        """Global pruning by amount needs every weight before the first is coded."""
+        return self.prune is not None and self.prune_scope == "global"
+
+    def options(self) -> "_quantize.Options":
+        return _quantize.Options(bits=self.bits, il=self.il, fl=self.fl, rounding=self.rounding, seed=self.seed,
+                                 k=self.k, init=self.kmeans_init, iterations=self.iterations, d=self.pq_dim,
+                                 stages=self.rq_stages, ternary_ratio=self.ternary_threshold)
+
+    def _describe_method(self) -> str:
+        m = self.method
+        if m == "fixed":
+            if self.il is not None and self.fl is not None:
+                text = f"fixed <{self.il},{self.fl}>"
+            else:
+                text = f"fixed {self.bits if self.bits is not None else 8} bits"
+            return text + (f", stochastic rounding (seed {self.seed})" if self.rounding == "stochastic" else "")
+        if m == "kmeans":
+            return f"kmeans k={self.k}"
+        if m == "pq":
+            return f"pq k={self.k} d={self.pq_dim}"
+        if m == "rq":
+            return f"rq k={self.k} d={self.pq_dim} stages={self.rq_stages}"
+        if m == "ternary":
+            return f"ternary (threshold {self.ternary_threshold:g} mean|w|)"
+        return m
+
     def describe(self) -> str:
+        if self.method == "uniform" and not self.pruning:
+            return self._describe_uniform()
+        text = self._describe_uniform() if self.method == "uniform" else self._describe_method()
+        if self.pruning:
+            what = (f"{self.prune:g}" if self.prune is not None else f"threshold {self.prune_threshold:g}")
+            text += (f", pruned {what} {'rows ' if self.prune_structured else ''}"
+                     f"{'per tensor' if self.prune_scope == 'tensor' else 'globally'}")
+        return text
+
+    def _describe_uniform(self) -> str:
         if self.lossless:
             return "lossless"
         if self.step is not None:
@@ -149,8 +261,45 @@ def _raw_record(name: str, dtype: str, arr: np.ndarray) -> TensorRecord:
     return TensorRecord(name, dtype, tuple(arr.shape), [{"id": "raw"}], 0, data.tobytes())
 
 
-def encode_tensor(name: str, arr: np.ndarray, dtype: str, settings: Settings) -> TensorRecord:
-    """Code one tensor. ``arr`` holds the values (bfloat16: the raw uint16 bits)."""
+def _weights(arr: np.ndarray, dtype: str) -> np.ndarray:
+    return _as_real(bf16.to_float32(arr) if dtype == "bfloat16" else arr)
+
+
+def global_prune_threshold(settings: Settings, tensors: Iterable[tuple[np.ndarray, str]]) -> Optional[float]:
+    """The one threshold of ``Settings(prune=..., prune_scope="global")`` over (array, dtype) pairs
+    (the tensors ``encode_tensor`` would prune); None when no global pass is needed."""
+    if not settings.needs_global_pass:
+        return None
+    weights = [_weights(a, d).reshape(a.shape) for a, d in tensors
+               if d in FLOAT_DTYPES and a.ndim >= 2 and a.size]
+    weights = [w for w in weights if math.isfinite(float(w.max())) and math.isfinite(float(w.min()))]
+    return _prune.global_threshold(weights, settings.prune, settings.prune_structured)
+
+
+def _prune_stage(w: np.ndarray, settings: Settings, global_threshold: Optional[float]):
+    """(pruned w, prune stage) of a weight tensor ``w`` (float, its shape)."""
+    fn = _prune.row_mask if settings.prune_structured else _prune.magnitude_mask
+    stage = {"id": "prune", "scope": settings.prune_scope, "structured": bool(settings.prune_structured)}
+    if settings.prune_threshold is not None:
+        keep = fn(w, threshold=settings.prune_threshold)
+        stage["threshold"] = float(settings.prune_threshold)
+    elif settings.prune_scope == "global":
+        t = global_threshold if global_threshold is not None else -1.0
+        keep = np.ones(w.shape, dtype=bool) if t < 0 else fn(w, threshold=t)
+        stage["amount"] = float(settings.prune)
+        stage["threshold"] = float(max(t, 0.0))
+    else:
+        keep = fn(w, amount=settings.prune)
+        stage["amount"] = float(settings.prune)
+    stage["zeros"] = int(keep.size - np.count_nonzero(keep))
+    return np.where(keep, w, 0.0), stage
+
+
+def encode_tensor(name: str, arr: np.ndarray, dtype: str, settings: Settings, *,
+                  global_threshold: Optional[float] = None) -> TensorRecord:
+    """Code one tensor. ``arr`` holds the values (bfloat16: the raw uint16 bits).
+
+    ``global_threshold``: from ``global_prune_threshold`` when pruning globally by amount."""
     shape = tuple(int(d) for d in arr.shape)
     backend = get_backend(settings.backend)
     row = int(math.prod(shape[1:])) if len(shape) >= 2 else 0
@@ -161,6 +310,8 @@ def encode_tensor(name: str, arr: np.ndarray, dtype: str, settings: Settings) ->
         w = _as_real(w)
         if w.size and not (math.isfinite(float(w.max())) and math.isfinite(float(w.min()))):
             return _raw_record(name, dtype, arr)  # NaN / inf cannot be quantized
+        if len(shape) >= 2 and (settings.method != "uniform" or settings.pruning):
+            return _encode_weight(name, w, dtype, shape, settings, backend, row, global_threshold)
         step = settings.step_for(w, len(shape), dtype)
         levels, top = quantize_checked(w, step)
         if top > 2**31 - 1:
@@ -179,6 +330,41 @@ def encode_tensor(name: str, arr: np.ndarray, dtype: str, settings: Settings) ->
                         backend.encode(levels, row_length=row))
 
 
+def _encode_weight(name, w, dtype, shape, settings, backend, row, global_threshold) -> TensorRecord:
+    """A weight tensor through the chain [prune], quantizer."""
+    chain = []
+    w = w.astype(np.float64).reshape(shape)
+    if settings.pruning:
+        w, stage = _prune_stage(w, settings, global_threshold)
+        chain.append(stage)
+    if settings.method == "uniform":
+        step = settings.step_for(w.reshape(-1), len(shape), dtype)
+        levels, top = quantize_checked(w.reshape(-1), step)
+        if top > 2**31 - 1:
+            raise ValueError(f"tensor {name!r}: step {step:g} is too small for its range "
+                             f"(levels beyond int32); use a larger step or lower SNR")
+        chain.append({"id": "uniform", "step": float(step)})
+    else:
+        stage, levels, row = _quantize.encode(settings.method, w, settings.options(), name=name,
+                                              pruned=settings.pruning)
+        chain.append(stage)
+    return TensorRecord(name, dtype, shape, chain, backend.id, backend.encode(levels, row_length=row))
+
+
+def _to_dtype(values: np.ndarray, info: RecordInfo, np_dtype) -> np.ndarray:
+    if info.dtype == "bfloat16":
+        return bf16.from_float32(values.astype(np.float32)).reshape(info.shape)
+    with np.errstate(over="ignore"):
+        return values.astype(np_dtype).reshape(info.shape)
+
+
+def _check_prune_stage(info: RecordInfo, stage: dict) -> None:
+    if stage.get("id") != "prune":
+        raise FormatError(f"tensor {info.name!r}: unsupported coding chain {info.chain!r}")
+    if info.dtype not in FLOAT_DTYPES:
+        raise FormatError(f"tensor {info.name!r}: prune stage on a {info.dtype} tensor")
+
+
 def decode_tensor(info: RecordInfo, payload: bytes) -> np.ndarray:
     """Decode one record back to a numpy array of its dtype (bfloat16: uint16 bits).
 
@@ -186,9 +372,14 @@ def decode_tensor(info: RecordInfo, payload: bytes) -> np.ndarray:
     chain = info.chain
     count = info.numel
     np_dtype = np.dtype(_NUMPY_DTYPES[info.dtype])
-    if not isinstance(chain, list) or len(chain) != 1 or not isinstance(chain[0], dict):
+    if (not isinstance(chain, list) or len(chain) not in (1, 2)
+            or not all(isinstance(st, dict) for st in chain)):
         raise FormatError(f"tensor {info.name!r}: unsupported coding chain {chain!r}")
-    stage = chain[0]
+    if len(chain) == 2:
+        _check_prune_stage(info, chain[0])  # informative: its zeros are in the levels already
+        if chain[1].get("id") in ("raw", "integer", "prune"):
+            raise FormatError(f"tensor {info.name!r}: unsupported coding chain {chain!r}")
+    stage = chain[-1]
     kind = stage.get("id")
     if kind == "raw":
         if info.backend != 0:
@@ -201,6 +392,16 @@ def decode_tensor(info: RecordInfo, payload: bytes) -> np.ndarray:
         backend = backend_by_id(info.backend)
     except KeyError:
         raise FormatError(f"tensor {info.name!r}: unknown entropy backend {info.backend}") from None
+    codec = _quantize.STAGES.get(kind)
+    if codec is not None:
+        if info.dtype not in FLOAT_DTYPES:
+            raise FormatError(f"tensor {info.name!r}: {kind} stage on a {info.dtype} tensor")
+        try:
+            n = codec.level_count(stage, info.shape)
+            values = codec.decode(stage, backend.decode(payload, n), info.shape)
+        except FormatError as exc:
+            raise FormatError(f"tensor {info.name!r}: {exc}") from None
+        return _to_dtype(values, info, np_dtype)
     levels = backend.decode(payload, count)
     if kind == "integer":
         if info.dtype in FLOAT_DTYPES:
