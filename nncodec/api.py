@@ -23,7 +23,8 @@ import numpy as np
 from . import container
 from .container import Reader, TensorRecord
 from .errors import FormatError
-from .pipeline import Settings, decode_tensor, dtype_name, encode_tensor, global_prune_threshold
+from .pipeline import (Settings, decode_tensor, dtype_name, encode_tensor, global_prune_threshold,
+                       model_step_for)
 
 Progress = Optional[Callable[[str, int, int], None]]
 _FRAMEWORKS = ("numpy", "np", "torch", "pt")
@@ -57,13 +58,18 @@ def _records(tensors: Mapping[str, Any], settings: Settings, dtypes: Mapping[str
     if settings.needs_global_pass:  # global pruning: one threshold over all weights, first
         threshold = global_prune_threshold(settings, (_to_numpy(n, tensors[n], dtypes) for n in names
                                                       if isinstance(n, str)))
+    model_step = None
+    if settings.needs_model_step:  # model-wide target SNR: one step for all weights, first
+        model_step = model_step_for(settings, (_to_numpy(n, tensors[n], dtypes) for n in names
+                                               if isinstance(n, str)))
     for i, name in enumerate(names):
         if not isinstance(name, str):
             raise TypeError(f"tensor names must be strings, got {name!r}")
         arr, dtype = _to_numpy(name, tensors[name], dtypes)
         if progress is not None:
             progress(name, i, len(names))
-        yield encode_tensor(name, arr, dtype, settings, global_threshold=threshold)
+        yield encode_tensor(name, arr, dtype, settings, global_threshold=threshold,
+                            model_step=model_step)
     if progress is not None:
         progress("", len(names), len(names))
 

@@ -105,6 +105,8 @@ def main():
       nncodec info model.nnc
       nncodec verify model.nnc
       nncodec decode model.nnc -o restored.safetensors
+      nncodec analyze model.nnc                          # dense vs CSR vs WS: size, ops, energy
+      nncodec transmit model.nnc --channel awgn --snr 6 --mcs qpsk-1/2 -o received.nnc
 
     Run `nncodec COMMAND --help` for the options of each command.
     """
@@ -115,7 +117,11 @@ def main():
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Output .nnc file.")
 @click.option("--target-snr", type=float, default=None,
-              help=f"Weight SNR in dB each weight tensor is quantized to (default {DEFAULT_TARGET_SNR:g}).")
+              help=f"Weight SNR in dB the weights are quantized to (default {DEFAULT_TARGET_SNR:g}): "
+                   "over all weight tensors with one step, or per tensor with --snr-scope tensor.")
+@click.option("--snr-scope", type=click.Choice(["model", "tensor"]), default="model", show_default=True,
+              help="model: one step for all weight tensors reaching --target-snr over the model; "
+                   "tensor: each weight tensor reaches --target-snr with its own step.")
 @click.option("--qp", type=float, default=None, help="Quantization parameter: step = 2**(qp/4) for every weight tensor.")
 @click.option("--step", type=float, default=None, help="Quantization step for every weight tensor.")
 @click.option("--small-snr", type=float, default=DEFAULT_SMALL_SNR, show_default=True,
@@ -149,14 +155,15 @@ def main():
 @click.option("-q", "--quiet", is_flag=True, help="No summary line, no progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @_fail_on_expected_errors
-def encode(model, output, target_snr, qp, step, small_snr, backend, lossless, method, bits, il, fl, rounding,
+def encode(model, output, target_snr, snr_scope, qp, step, small_snr, backend, lossless, method, bits, il, fl, rounding,
            seed, k, kmeans_init, pq_dim, rq_stages, ternary_threshold, prune, prune_threshold, prune_global,
            prune_structured, force, quiet, as_json):
     """Compress MODEL (.pt state_dict, .safetensors or .npz) into a .nnc file.
 
     \b
-    Weight tensors (two or more dimensions) are quantized uniformly with a step
-    from --target-snr (default), --qp or --step, or by another --method; 1-D
+    Weight tensors (two or more dimensions) are quantized uniformly with one step
+    reaching --target-snr over the model (default 30 dB), or from --qp or --step,
+    or by another --method; 1-D
     tensors get their own finer uniform step from --small-snr; integer tensors are
     stored losslessly. --prune zeroes weights before quantization. The file
     records every choice: decoding needs no options.
@@ -165,6 +172,7 @@ def encode(model, output, target_snr, qp, step, small_snr, backend, lossless, me
     Examples:
       nncodec encode model.pt -o model.nnc
       nncodec encode model.pt -o model.nnc --target-snr 35 --backend constriction
+      nncodec encode model.pt -o model.nnc --target-snr 30 --snr-scope tensor
       nncodec encode model.npz -o model.nnc --qp -38 --force
       nncodec encode model.pt -o m.nnc --method fixed --bits 8          # <IL,FL>, IL per tensor
       nncodec encode model.pt -o m.nnc --method fixed --il 2 --fl 6 --rounding stochastic
@@ -186,7 +194,7 @@ def encode(model, output, target_snr, qp, step, small_snr, backend, lossless, me
     if not os.path.exists(model):
         raise _Failure(f"{model}: no such file")
     _check_output(output, force)
-    settings = Settings(step=step, qp=qp, target_snr=target_snr, small_snr=small_snr,
+    settings = Settings(step=step, qp=qp, target_snr=target_snr, snr_scope=snr_scope, small_snr=small_snr,
                         backend=backend, lossless=lossless, method=method, bits=bits, il=il, fl=fl,
                         rounding=rounding, seed=seed, k=k, kmeans_init=kmeans_init, pq_dim=pq_dim,
                         rq_stages=rq_stages, ternary_threshold=ternary_threshold, prune=prune,
@@ -267,11 +275,18 @@ def decode(nnc, output, force, quiet):
         click.echo(f"{nnc} -> {output}: {len(tensors)} tensors, {time.perf_counter() - t0:.2f} s")
 
 
+def _short(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, list):
+        return f"[{len(v)} values]"
+    return str(v)
+
+
 def _chain_text(t: dict) -> str:
     parts = []
     for stage in t["chain"]:
-        params = ",".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                          for k, v in stage.items() if k != "id")
+        params = ",".join(f"{k}={_short(v)}" for k, v in stage.items() if k != "id")
         parts.append(stage.get("id", "?") + (f"({params})" if params else ""))
     if t["backend"] != 0:
         parts.append(t["backend_name"])
@@ -341,9 +356,11 @@ def verify(nnc, quiet):
 
 def _register_optional_commands() -> None:
     """Commands that live beside their subsystems."""
+    from .channel.cli import transmit
     from .sparse.cli import analyze
 
     main.add_command(analyze)
+    main.add_command(transmit)
 
 
 _register_optional_commands()

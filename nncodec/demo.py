@@ -25,6 +25,7 @@ SETTINGS = (
     ("SNR 20 dB", Settings(target_snr=20)),
     ("SNR 15 dB", Settings(target_snr=15)),
     ("qp -24", Settings(qp=-24)),
+    ("SNR 25 dB per tensor", Settings(target_snr=25, snr_scope="tensor")),
     ("SNR 25 dB, constriction", Settings(target_snr=25, backend="constriction")),
 )
 
@@ -77,7 +78,8 @@ def run(settings=SETTINGS, out=sys.stdout) -> list[dict]:
         print(f"{r['setting']:<24} {r['bytes']:7d} {r['bits_per_value']:10.3f} {r['ratio']:5.1f}x "
               f"{snr:>10} {r['accuracy']:8.4f} {r['encode_ms']:7.1f} {r['decode_ms']:7.1f}", file=out)
     print("\nbytes = the whole .nnc file (header, all tensors, checksums); bits/value over all "
-          f"{n_values} values; weight SNR over the weight matrices (biases get 50 dB).", file=out)
+          f"{n_values} values; weight SNR over the weight matrices; 1-D tensors (biases) get their own "
+          f"step for {Settings().small_snr:g} dB.", file=out)
     return rows
 
 

@@ -36,10 +36,11 @@ from . import quantize as _quantize
 from .container import DTYPES, RecordInfo, TensorRecord
 from .entropy import DEFAULT_BACKEND, backend_by_id, get_backend
 from .errors import FormatError
-from .quant_snr import _as_real, quantize_checked, step_for_snr
+from .quant_snr import _as_real, quantize_checked, step_for_snr, step_for_snr_many
 
 DEFAULT_TARGET_SNR = 30.0
-DEFAULT_SMALL_SNR = 50.0
+DEFAULT_SMALL_SNR = 60.0
+SNR_SCOPES = ("model", "tensor")
 FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
 _NUMPY_DTYPES = {
     "float32": np.float32, "float16": np.float16, "float64": np.float64, "bfloat16": np.uint16,
@@ -64,6 +65,9 @@ class Settings:
     qp: Optional[float] = None
     target_snr: Optional[float] = None
     small_snr: float = DEFAULT_SMALL_SNR
+    # target_snr over all weight tensors together with one step ("model"), or
+    # each weight tensor to target_snr with its own step ("tensor")
+    snr_scope: str = "model"
     backend: str = DEFAULT_BACKEND
     lossless: bool = False
     # quantizer of tensors with two or more dimensions (1-D tensors always get "uniform"
@@ -96,6 +100,8 @@ class Settings:
             v = getattr(self, name)
             if v is not None and not math.isfinite(v):
                 raise ValueError(f"{name} must be finite, got {v!r}")
+        if self.snr_scope not in SNR_SCOPES:
+            raise ValueError(f"snr_scope must be one of {', '.join(SNR_SCOPES)}, got {self.snr_scope!r}")
         get_backend(self.backend)  # raises ValueError naming the choices
 
     def _check_method(self, given) -> None:
@@ -146,6 +152,16 @@ class Settings:
         return self.prune is not None or self.prune_threshold is not None
 
     @property
+    def target(self) -> float:
+        return self.target_snr if self.target_snr is not None else DEFAULT_TARGET_SNR
+
+    @property
+    def needs_model_step(self) -> bool:
+        """A model-wide target SNR needs every weight before the first is coded."""
+        return (self.method == "uniform" and not self.lossless and self.step is None
+                and self.qp is None and self.snr_scope == "model")
+
+    @property
     def needs_global_pass(self) -> bool:
         """Global pruning by amount needs every weight before the first is coded."""
         return self.prune is not None and self.prune_scope == "global"
@@ -190,13 +206,18 @@ class Settings:
             return f"step {self.step:g}"
         if self.qp is not None:
             return f"qp {self.qp:g} (step {step_from_qp(self.qp):g})"
-        return f"target weight SNR {self.target_snr if self.target_snr is not None else DEFAULT_TARGET_SNR:g} dB"
+        per = "over the model" if self.snr_scope == "model" else "per tensor"
+        return f"target weight SNR {self.target:g} dB {per}"
 
-    def step_for(self, w: np.ndarray, ndim: int, dtype: str) -> float:
+    def step_for(self, w: np.ndarray, ndim: int, dtype: str,
+                 model_step: Optional[float] = None) -> float:
         """The quantization step of a float tensor with ``ndim`` dimensions, values ``w``
-        (1-D, float32 or float64), stored as ``dtype``."""
+        (1-D, float32 or float64), stored as ``dtype``; ``model_step`` is the one step
+        of a model-wide target SNR (``model_step_for``)."""
         if ndim <= 1:
             return _step_reaching(w, self.small_snr, dtype)
+        if model_step is not None:
+            return model_step
         if self.step is not None:
             return float(self.step)
         if self.qp is not None:
@@ -216,15 +237,20 @@ def _stored(values: np.ndarray, dtype: str) -> np.ndarray:
 _CHUNK = 1 << 16
 
 
-def _stored_snr(w: np.ndarray, step: float, dtype: str) -> float:
-    """Weight SNR of the decoded tensor, rounding to ``dtype`` included (in chunks:
-    memory stays bounded whatever the tensor's size)."""
+def _stored_sq(w: np.ndarray, step: float, dtype: str) -> tuple[float, float]:
+    """(sum w^2, squared error of the decoded tensor, rounding to ``dtype`` included),
+    in chunks: memory stays bounded whatever the tensor's size."""
     sig = err = 0.0
     for start in range(0, w.size, _CHUNK):
         x = w[start:start + _CHUNK].astype(np.float64)
         e = x - _stored(np.rint(x / step) * step, dtype)
         sig += float(np.dot(x, x))
         err += float(np.dot(e, e))
+    return sig, err
+
+
+def _stored_snr(w: np.ndarray, step: float, dtype: str) -> float:
+    sig, err = _stored_sq(w, step, dtype)
     return math.inf if err == 0.0 else 10.0 * math.log10(sig / err)
 
 
@@ -265,6 +291,35 @@ def _weights(arr: np.ndarray, dtype: str) -> np.ndarray:
     return _as_real(bf16.to_float32(arr) if dtype == "bfloat16" else arr)
 
 
+def model_step_for(settings: Settings, tensors: Iterable[tuple[np.ndarray, str]]) -> Optional[float]:
+    """The one step that brings all weight tensors (float, two or more dimensions) together
+    to ``settings.target`` dB of weight SNR, rounding to their stored dtypes included;
+    None when the settings do not ask for it. Pruning, if any, comes on top."""
+    if not settings.needs_model_step:
+        return None
+    pairs = [(_weights(a, d), d) for a, d in tensors if d in FLOAT_DTYPES and a.ndim >= 2 and a.size]
+    pairs = [(w, d) for w, d in pairs if math.isfinite(float(w.max())) and math.isfinite(float(w.min()))]
+    if not pairs:
+        return None
+    target = settings.target
+    step = step_for_snr_many([w for w, _ in pairs], target)
+    if all(d == "float64" for _, d in pairs):
+        return step
+    best = -math.inf
+    for _ in range(50):  # storing as float32 / float16 / bfloat16 adds noise: shrink 1% at a time
+        sig = err = 0.0
+        for w, d in pairs:
+            s_, e_ = _stored_sq(w, step, d)
+            sig += s_
+            err += e_
+        snr = math.inf if err == 0.0 else 10.0 * math.log10(sig / err)
+        if snr >= target or snr <= best:
+            break
+        best = snr
+        step *= 0.99
+    return float(step)
+
+
 def global_prune_threshold(settings: Settings, tensors: Iterable[tuple[np.ndarray, str]]) -> Optional[float]:
     """The one threshold of ``Settings(prune=..., prune_scope="global")`` over (array, dtype) pairs
     (the tensors ``encode_tensor`` would prune); None when no global pass is needed."""
@@ -296,10 +351,12 @@ def _prune_stage(w: np.ndarray, settings: Settings, global_threshold: Optional[f
 
 
 def encode_tensor(name: str, arr: np.ndarray, dtype: str, settings: Settings, *,
-                  global_threshold: Optional[float] = None) -> TensorRecord:
+                  global_threshold: Optional[float] = None,
+                  model_step: Optional[float] = None) -> TensorRecord:
     """Code one tensor. ``arr`` holds the values (bfloat16: the raw uint16 bits).
 
-    ``global_threshold``: from ``global_prune_threshold`` when pruning globally by amount."""
+    ``global_threshold``: from ``global_prune_threshold`` when pruning globally by amount;
+    ``model_step``: from ``model_step_for`` for a model-wide target SNR."""
     shape = tuple(int(d) for d in arr.shape)
     backend = get_backend(settings.backend)
     row = int(math.prod(shape[1:])) if len(shape) >= 2 else 0
@@ -311,8 +368,9 @@ def encode_tensor(name: str, arr: np.ndarray, dtype: str, settings: Settings, *,
         if w.size and not (math.isfinite(float(w.max())) and math.isfinite(float(w.min()))):
             return _raw_record(name, dtype, arr)  # NaN / inf cannot be quantized
         if len(shape) >= 2 and (settings.method != "uniform" or settings.pruning):
-            return _encode_weight(name, w, dtype, shape, settings, backend, row, global_threshold)
-        step = settings.step_for(w, len(shape), dtype)
+            return _encode_weight(name, w, dtype, shape, settings, backend, row, global_threshold,
+                                  model_step)
+        step = settings.step_for(w, len(shape), dtype, model_step)
         levels, top = quantize_checked(w, step)
         if top > 2**31 - 1:
             raise ValueError(f"tensor {name!r}: step {step:g} is too small for its range "
@@ -330,15 +388,16 @@ def encode_tensor(name: str, arr: np.ndarray, dtype: str, settings: Settings, *,
                         backend.encode(levels, row_length=row))
 
 
-def _encode_weight(name, w, dtype, shape, settings, backend, row, global_threshold) -> TensorRecord:
+def _encode_weight(name, w, dtype, shape, settings, backend, row, global_threshold,
+                   model_step=None) -> TensorRecord:
     """A weight tensor through the chain [prune], quantizer."""
     chain = []
-    w = w.astype(np.float64).reshape(shape)
+    w = w.reshape(shape)
     if settings.pruning:
-        w, stage = _prune_stage(w, settings, global_threshold)
+        w, stage = _prune_stage(w.astype(np.float64), settings, global_threshold)
         chain.append(stage)
     if settings.method == "uniform":
-        step = settings.step_for(w.reshape(-1), len(shape), dtype)
+        step = settings.step_for(w.reshape(-1), len(shape), dtype, model_step)
         levels, top = quantize_checked(w.reshape(-1), step)
         if top > 2**31 - 1:
             raise ValueError(f"tensor {name!r}: step {step:g} is too small for its range "

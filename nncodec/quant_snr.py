@@ -21,7 +21,7 @@ try:  # one-pass loops without temporaries; numpy below does the same, slower
 except ImportError:  # pragma: no cover - only on a broken install
     _quant = None
 
-__all__ = ["snr_db", "step_for_snr", "quantize", "dequantize"]
+__all__ = ["snr_db", "step_for_snr", "step_for_snr_many", "quantize", "dequantize"]
 
 _I32_MIN = float(np.iinfo(np.int32).min)
 _I32_MAX = float(np.iinfo(np.int32).max)
@@ -106,8 +106,10 @@ def dequantize(levels, step: float) -> np.ndarray:
     return (np.asarray(levels, dtype=np.float64) * float(step)).astype(np.float32)
 
 
-def _snr_at(w: np.ndarray, signal: float, step: float) -> float:
-    _, noise = _sq_error(w, step)
+def _snr_at(ws, signal: float, step: float) -> float:
+    noise = 0.0
+    for w in ws:
+        noise += _sq_error(w, step)[1]
     if noise == 0.0:
         return math.inf
     return 10.0 * math.log10(signal / noise)
@@ -121,26 +123,36 @@ def step_for_snr(w, target_db: float, iters: int = 60) -> float:
     target (a deterministic Python float).  For an all-zero tensor any step
     is lossless and ``1.0`` is returned.
     """
-    w = _as_real(w)
-    if w.size == 0:
+    return step_for_snr_many([w], target_db, iters)
+
+
+def step_for_snr_many(tensors, target_db: float, iters: int = 60) -> float:
+    """One step for several tensors together: the SNR is that of all their
+    values at once (sum of w^2 over sum of squared errors), as ``step_for_snr``
+    for their concatenation, computed without concatenating."""
+    ws = [w for w in (_as_real(t) for t in tensors) if w.size]
+    if not ws:
         return 1.0
-    amax = float(np.max(np.abs(w)))
+    amax = max(float(np.max(np.abs(w))) for w in ws)
     if not math.isfinite(amax):
         raise ValueError("weights contain NaN or inf")
-    signal, _ = _sq_error(w, 1.0)
+    signal = 0.0
+    for w in ws:
+        signal += _sq_error(w, 1.0)[0]
     if signal == 0.0:
         return 1.0
+    size = sum(w.size for w in ws)
     target = float(target_db)
     # Upper bracket: with step > 2*amax everything rounds to 0 -> SNR 0 dB.
     hi = 4.0 * amax
-    if _snr_at(w, signal, hi) >= target:
+    if _snr_at(ws, signal, hi) >= target:
         return hi
     # Lower bracket: uniform-noise model (noise ~ n*step^2/12) suggests a step;
     # shrink until the target is met.
-    rms = math.sqrt(signal / w.size)
+    rms = math.sqrt(signal / size)
     lo = rms * math.sqrt(12.0) * 10.0 ** (-target / 20.0) / 4.0
     lo = min(lo, hi / 2.0)
-    while _snr_at(w, signal, lo) < target:
+    while _snr_at(ws, signal, lo) < target:
         lo /= 4.0
         if lo < amax * 1e-12:
             # the int32 range, not the target, is the limit here
@@ -148,7 +160,7 @@ def step_for_snr(w, target_db: float, iters: int = 60) -> float:
     llo, lhi = math.log(lo), math.log(hi)
     for _ in range(iters):
         mid = 0.5 * (llo + lhi)
-        if _snr_at(w, signal, math.exp(mid)) >= target:
+        if _snr_at(ws, signal, math.exp(mid)) >= target:
             llo = mid
         else:
             lhi = mid

@@ -212,7 +212,10 @@ def test_settings_are_checked():
                dict(method="fixed", rounding="up")):
         with pytest.raises(ValueError):
             Settings(**kw)
-    assert Settings().describe() == "target weight SNR 30 dB"  # unchanged for the default
+    assert Settings().describe() == "target weight SNR 30 dB over the model"
+    assert Settings(snr_scope="tensor").describe() == "target weight SNR 30 dB per tensor"
+    with pytest.raises(ValueError):
+        Settings(snr_scope="layer")
 
 
 @pytest.mark.parametrize("stage,levels", [
