@@ -61,7 +61,7 @@ def _records(tensors: Mapping[str, Any], settings: Settings, dtypes: Mapping[str
     model_step = None
     if settings.needs_model_step:  # model-wide target SNR: one step for all weights, first
         model_step = model_step_for(settings, (_to_numpy(n, tensors[n], dtypes) for n in names
-                                               if isinstance(n, str)))
+                                               if isinstance(n, str)), threshold)
     for i, name in enumerate(names):
         if not isinstance(name, str):
             raise TypeError(f"tensor names must be strings, got {name!r}")

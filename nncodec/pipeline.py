@@ -291,14 +291,25 @@ def _weights(arr: np.ndarray, dtype: str) -> np.ndarray:
     return _as_real(bf16.to_float32(arr) if dtype == "bfloat16" else arr)
 
 
-def model_step_for(settings: Settings, tensors: Iterable[tuple[np.ndarray, str]]) -> Optional[float]:
+def model_step_for(settings: Settings, tensors: Iterable[tuple[np.ndarray, str]],
+                   global_threshold: Optional[float] = None) -> Optional[float]:
     """The one step that brings all weight tensors (float, two or more dimensions) together
     to ``settings.target`` dB of weight SNR, rounding to their stored dtypes included;
-    None when the settings do not ask for it. Pruning, if any, comes on top."""
+    None when the settings do not ask for it. With pruning, the SNR is that of the weights
+    that pruning keeps (pruned copies are made, float32: memory about the model's size)."""
     if not settings.needs_model_step:
         return None
-    pairs = [(_weights(a, d), d) for a, d in tensors if d in FLOAT_DTYPES and a.ndim >= 2 and a.size]
-    pairs = [(w, d) for w, d in pairs if math.isfinite(float(w.max())) and math.isfinite(float(w.min()))]
+    pairs = []
+    for a, d in tensors:
+        if d not in FLOAT_DTYPES or a.ndim < 2 or not a.size:
+            continue
+        w = _weights(a, d)
+        if not (math.isfinite(float(w.max())) and math.isfinite(float(w.min()))):
+            continue
+        if settings.pruning:
+            w = _prune_stage(w.reshape(a.shape).astype(np.float64), settings,
+                             global_threshold)[0].astype(np.float32).reshape(-1)
+        pairs.append((w, d))
     if not pairs:
         return None
     target = settings.target

@@ -157,13 +157,32 @@ def step_for_snr_many(tensors, target_db: float, iters: int = 60) -> float:
         if lo < amax * 1e-12:
             # the int32 range, not the target, is the limit here
             return lo
+    # Between the brackets, the SNR falls almost linearly in log(step) (about 20 dB a
+    # decade): regula falsi with the Illinois rule finds the crossing in a few passes
+    # over the weights, where plain bisection needs about 30.
     llo, lhi = math.log(lo), math.log(hi)
+    flo = _snr_at(ws, signal, lo) - target      # >= 0: meets the target
+    fhi = _snr_at(ws, signal, hi) - target      # < 0
+    side = 0
     for _ in range(iters):
-        mid = 0.5 * (llo + lhi)
-        if _snr_at(ws, signal, math.exp(mid)) >= target:
-            llo = mid
-        else:
-            lhi = mid
         if lhi - llo < 1e-7:  # step known to 1e-7 relative: far finer than any SNR target needs
             break
+        if math.isinf(flo):
+            mid = 0.5 * (llo + lhi)
+        else:
+            mid = llo + (lhi - llo) * flo / (flo - fhi)
+            # stay strictly inside, and fall back to halving when the secant stalls
+            span = lhi - llo
+            mid = min(max(mid, llo + 0.01 * span), lhi - 0.01 * span)
+        fmid = _snr_at(ws, signal, math.exp(mid)) - target
+        if fmid >= 0:
+            llo, flo = mid, fmid
+            if side == 1:
+                fhi *= 0.5
+            side = 1
+        else:
+            lhi, fhi = mid, fmid
+            if side == -1:
+                flo *= 0.5
+            side = -1
     return float(math.exp(llo))

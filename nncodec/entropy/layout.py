@@ -12,9 +12,11 @@ The levels of a tensor are seen as a matrix of ``rows`` x ``row_length``
       CSR:   non-zeros per row                               (rows)
              column gaps: first column of a row, then (column - previous column - 1)   (nnz)
              the non-zero levels, row by row, columns ascending                        (nnz)
-      WS:    groups per row                                  (rows)
-             group levels: a row's first group level, then (previous level - level - 1),
-               levels strictly decreasing within a row       (groups)
+      WS:    (before the streams) u8 level coding: 0 steps, 1 plain levels
+             groups per row                                  (rows)
+             group levels, strictly decreasing within a row: coding 0, a row's first
+               level, then previous - level - 1 (used when all fit in int32);
+               coding 1, the levels themselves               (groups)
              group lengths minus 1                           (groups)
              column gaps within each group, as for CSR       (nnz)
 
@@ -88,13 +90,17 @@ def _encode_as(m: np.ndarray, layout: str) -> bytes:
     g_level, g_row = v[starts], r[starts]
     g_len = np.diff(np.append(starts, v.size))
     groups_per_row = np.bincount(g_row, minlength=rows)
+    # group levels: within a row, the first as it is and then the (non-negative) steps
+    # down, previous - level - 1; if a step does not fit in int32, all levels as they are
     first = _run_starts(groups_per_row, g_level.size)
-    level_code = np.empty_like(g_level)
+    codes = g_level.copy()
     if g_level.size:
-        level_code[1:] = g_level[:-1] - g_level[1:] - 1
-        level_code[first] = g_level[first]
+        codes[1:] = g_level[:-1] - g_level[1:] - 1
+        codes[first] = g_level[first]
+    deltas = bool(codes.size == 0 or codes.max() <= 2**31 - 1)
     gaps = _gaps(None, c, starts)
-    return head + _stream(groups_per_row) + _stream(level_code) + _stream(g_len - 1) + _stream(gaps)
+    return (head + bytes((0 if deltas else 1,)) + _stream(groups_per_row)
+            + _stream(codes if deltas else g_level) + _stream(g_len - 1) + _stream(gaps))
 
 
 def encode(levels, *, row_length: int | None = 0, layout: str = "auto") -> bytes:
@@ -187,11 +193,17 @@ def _cols_from_gaps(gaps: np.ndarray, starts: np.ndarray) -> np.ndarray:
 
 
 def _ws_arrays(s: _Streams, rows: int, cols: int):
+    if s.pos >= len(s.data):
+        raise TruncatedError("layout payload ends before the WS level-coding byte")
+    level_coding = s.data[s.pos]
+    s.pos += 1
+    if level_coding > 1:
+        raise FormatError(f"unknown WS level coding {level_coding}")
     per_row = s.take(rows, rows)
     if per_row.size and (per_row.min() < 0 or per_row.max() > cols):
         raise FormatError("a row holds more groups than columns")
     groups = int(per_row.sum())
-    level_code = s.take(groups, rows * cols)
+    levels = s.take(groups, rows * cols)
     lengths = s.take(groups, rows * cols) + 1
     if lengths.size and lengths.min() < 1:
         raise FormatError("negative group length")
@@ -203,13 +215,18 @@ def _ws_arrays(s: _Streams, rows: int, cols: int):
     first = _run_starts(per_row, groups)
     later = np.ones(groups, dtype=bool)
     later[first] = False
-    if np.any(level_code[later] < 0):
+    if level_coding == 0:  # steps down from the row's first level
+        if np.any(levels[later] < 0):
+            raise FormatError("negative WS level step")
+        dec = -(levels + 1)
+        dec[first] = levels[first]
+        levels = _segmented_cumsum(dec, first)
+        if levels.size and (levels.min() < -(2**31) or levels.max() > 2**31 - 1):
+            raise FormatError("WS group level outside int32")
+    elif groups and np.any((np.diff(levels, prepend=0) >= 0) & later):
         raise FormatError("group levels do not decrease within a row")
-    dec = -(level_code + 1)
-    dec[first] = level_code[first]
-    levels = _segmented_cumsum(dec, first)
-    if np.any(levels == 0) or (levels.size and (levels.min() < -(2**31) or levels.max() > 2**31 - 1)):
-        raise FormatError("group level 0 or outside int32")
+    if np.any(levels == 0):
+        raise FormatError("group level 0 stored")
     group_ptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     if gaps.size and gaps.min() < 0:
         raise FormatError("negative column gap")
