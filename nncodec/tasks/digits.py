@@ -11,14 +11,14 @@ functions that need it raise a clear :class:`ImportError` when it is missing.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict, Mapping, Tuple
 
 import numpy as np
+
+from . import _common
+from ._common import cache_dir
 
 __all__ = [
     "SPLIT_SEED",
@@ -48,14 +48,7 @@ _CACHE_VERSION = 1
 
 
 def _torch():
-    try:
-        import torch  # noqa: F401
-    except ImportError as exc:  # pragma: no cover - depends on environment
-        raise ImportError(
-            "nncodec.tasks.digits needs PyTorch (`pip install torch`); "
-            "it is not installed in this environment"
-        ) from exc
-    return torch
+    return _common.torch_module("nncodec.tasks.digits")
 
 
 def load_data() -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -111,19 +104,7 @@ def num_parameters(state_dict: Mapping[str, Any]) -> int:
     return int(sum(int(np.prod(tuple(v.shape))) for v in state_dict.values()))
 
 
-@contextlib.contextmanager
-def _deterministic_torch(threads: int = 1):
-    """Temporarily force deterministic, single-threaded torch execution."""
-    torch = _torch()
-    prev_det = torch.are_deterministic_algorithms_enabled()
-    prev_threads = torch.get_num_threads()
-    torch.use_deterministic_algorithms(True)
-    torch.set_num_threads(threads)
-    try:
-        yield torch
-    finally:
-        torch.use_deterministic_algorithms(prev_det)
-        torch.set_num_threads(prev_threads)
+_deterministic_torch = _common.deterministic_torch
 
 
 def train(seed: int = 0, epochs: int = DEFAULT_EPOCHS, verbose: bool = False) -> Dict[str, Any]:
@@ -157,12 +138,6 @@ def train(seed: int = 0, epochs: int = DEFAULT_EPOCHS, verbose: bool = False) ->
         return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def cache_dir() -> Path:
-    """``$NNCODEC_CACHE`` if set, else ``~/.cache/nncodec``."""
-    env = os.environ.get("NNCODEC_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "nncodec"
-
-
 def cache_path(seed: int = 0, epochs: int = DEFAULT_EPOCHS) -> Path:
     return cache_dir() / f"digits_cnn_v{_CACHE_VERSION}_seed{seed}_ep{epochs}.pt"
 
@@ -174,32 +149,9 @@ def get_state_dict(cache: bool = True, seed: int = 0, epochs: int = DEFAULT_EPOC
     atomically (temporary file in the same folder + ``os.replace``).  With
     ``cache=False`` the model is trained afresh and nothing is read or written.
     """
-    torch = _torch()
     if not cache:
         return train(seed=seed, epochs=epochs)
-    path = cache_path(seed, epochs)
-    if path.is_file():
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:
-            pass  # corrupt / incompatible cache: retrain and overwrite
-    sd = train(seed=seed, epochs=epochs)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(sd, f)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return sd
+    return _common.cached_state_dict(cache_path(seed, epochs), lambda: train(seed=seed, epochs=epochs))
 
 
 def evaluate(state_dict: Mapping[str, Any]) -> float:
