@@ -131,6 +131,15 @@ def _convert(arr: np.ndarray, dtype: str, framework: str):
     return torch.from_numpy(arr.copy())
 
 
+def level_stage(chain) -> dict:
+    """The stage that turns a record's levels into values: the chain's only stage, or the one
+    after a leading ``prune`` stage (which is informative only). ``{}`` for other chains."""
+    if isinstance(chain, list) and len(chain) == 2 and isinstance(chain[0], dict) \
+            and chain[0].get("id") == "prune":
+        chain = chain[1:]
+    return chain[0] if isinstance(chain, list) and len(chain) == 1 and isinstance(chain[0], dict) else {}
+
+
 class NNCFile:
     """A lazily read ``.nnc``: opening reads the header; each tensor's bytes are
     read, checked and decoded when it is asked for."""
@@ -180,7 +189,7 @@ class NNCFile:
         from .sparse.layouts import Dense, Dequant
 
         info = self._reader.record_info(name)
-        stage = info.chain[0] if len(info.chain) == 1 else {}
+        stage = level_stage(info.chain)
         if stage.get("id") == "uniform":
             dequant = Dequant(step=stage["step"])
         elif stage.get("id") == "integer":

@@ -28,20 +28,20 @@ class _Failure(Exception):
 
 def _from_nnc(path: str) -> Dict[str, QuantizedMatrix]:
     """The int32 levels and steps of every uniformly quantized tensor with ndim >= 2."""
+    from ..api import level_stage
     from ..container import Reader
     from ..entropy import backend_by_id
 
     out = {}
     with Reader(path) as r:
         for info in r.records():
-            chain = info.chain
-            if (len(info.shape) < 2 or not isinstance(chain, list) or len(chain) != 1
-                    or chain[0].get("id") != "uniform"):
+            stage = level_stage(info.chain)
+            if len(info.shape) < 2 or stage.get("id") != "uniform":
                 continue
             levels = backend_by_id(info.backend).decode(r.read_payload(info.name), info.numel)
             shape = tuple(int(s) for s in info.shape)
             out[info.name] = QuantizedMatrix(levels.reshape(shape[0], -1).astype(np.int32),
-                                             Dequant(step=float(chain[0]["step"])), shape)
+                                             Dequant(step=float(stage["step"])), shape)
     return out
 
 
