@@ -287,25 +287,32 @@ def plots(res: dict) -> list:
         files.append(p)
     sweeps = res.get("budget_cliff") or []
     if sweeps:
-        fig, axes = plt.subplots(len(sweeps), 1, figsize=(11, 4.6 * len(sweeps)), squeeze=False)
-        for ax, sw in zip(axes[:, 0], sweeps):
-            for i, (mcs, m) in enumerate(sw["mcs"].items()):
-                s_ = [p["snr_db"] for p in m["points"]]
-                ax.plot(s_, [p["mean"] for p in m["points"]], "-", color=f"C{i}", lw=1.2,
-                        label=f"{mcs} ({m['fit']['nnc_bytes']} B)")
-                ax.fill_between(s_, [p["min"] for p in m["points"]], [p["max"] for p in m["points"]],
-                                color=f"C{i}", alpha=0.15, lw=0)
-                ax.axvline(m["bicm_limit_db"], color=f"C{i}", ls=":", lw=0.8)
-            env = sw["envelope"]
-            ax.plot([e["snr_db"] for e in env], [e["mean"] for e in env], "k-", lw=2.2, alpha=0.45,
-                    label="best MCS (envelope)")
-            ax.axhline(sw["accuracy_float"], color="k", ls="--", lw=0.8, label="float model")
-            ax.set(xlabel="Es/N0 (dB)", ylabel="test accuracy (mean; band: min..max)",
-                   ylim=(0, 1.0) if sw["accuracy_float"] > 0.95 else (0, 0.95),
-                   title=f"{sw['model']} over {sw['channel']}: {sw['budget_channel_uses']:,} channel uses, "
-                         f"{sw['draws']} draws per point (dotted: BICM limits)")
-            ax.legend(fontsize=7, ncol=2, loc="lower right")
-            ax.grid(alpha=0.3)
+        fig, axes = plt.subplots(len(sweeps), 2, figsize=(16, 4.6 * len(sweeps)), squeeze=False,
+                                 gridspec_kw={"width_ratios": [1.6, 1]})
+        for row, sw in zip(axes, sweeps):
+            top = min(m["accuracy_no_errors"] for m in sw["mcs"].values())
+            for ax, zoom in zip(row, (False, True)):
+                for i, (mcs, m) in enumerate(sw["mcs"].items()):
+                    s_ = [p["snr_db"] for p in m["points"]]
+                    ax.plot(s_, [p["mean"] for p in m["points"]], "-", color=f"C{i}", lw=1.2,
+                            label=f"{mcs} ({m['fit']['nnc_bytes']} B)")
+                    ax.fill_between(s_, [p["min"] for p in m["points"]], [p["max"] for p in m["points"]],
+                                    color=f"C{i}", alpha=0.15, lw=0)
+                    ax.axvline(m["bicm_limit_db"], color=f"C{i}", ls=":", lw=0.8)
+                env = sw["envelope"]
+                ax.plot([e["snr_db"] for e in env], [e["mean"] for e in env], "k-", lw=2.2, alpha=0.45,
+                        label="best MCS (envelope)")
+                ax.axhline(sw["accuracy_float"], color="k", ls="--", lw=0.8, label="float model")
+                ax.grid(alpha=0.3)
+                ax.set(xlabel="Es/N0 (dB)")
+                if zoom:
+                    ax.set(ylim=(top - 0.02, sw["accuracy_float"] + 0.005),
+                           title="the same, zoomed on the top: what the higher rates buy")
+                else:
+                    ax.set(ylabel="test accuracy (mean; band: min..max)", ylim=(0, 1.0),
+                           title=f"{sw['model']} over {sw['channel']}: {sw['budget_channel_uses']:,} channel uses, "
+                                 f"{sw['draws']} draws per point (dotted: BICM limits)")
+                    ax.legend(fontsize=7, ncol=2, loc="lower right")
         fig.tight_layout()
         p = RESULTS / "channel_cliff.png"
         fig.savefig(p, dpi=100)
@@ -320,7 +327,7 @@ def _env_line(e: dict) -> str:
         load = (f", load average {e['loadavg_before'][0]:.2f} before / {e['loadavg_after'][0]:.2f} after "
                 "(2 cores shared with other work)")
     return (f"commit `{e['git_commit']}`, {e['date']}, CPU: {e['cpu']} ({e['cpu_count']} logical), "
-            f"Python {e['python']}, numpy {e['numpy']}, 1 thread{load}.")
+            f"Python {e['python']}, numpy {e['numpy']}, 1 thread{load}")
 
 
 def render(res: dict) -> str:
@@ -335,7 +342,7 @@ def render(res: dict) -> str:
     t = res.get("throughput")
     if t:
         r20 = t["fixed_20_iterations"]
-        lines += [_env_line(t.get("env", res["env"])), "",
+        lines += [_env_line(t.get("env", res["env"])) + ".", "",
                   "Decoder throughput, n = 1944, rate 1/2, QPSK (information bits per second, one call decoding "
                   f"{r20['frames']} frames, best of {res['params']['repeats']} runs; target >= 5 Mbit/s at 20 "
                   f"fixed iterations: **{'met' if r20['info_mbps'] >= 5 else 'missed'}**, {r20['info_mbps']:.2f} "
@@ -368,7 +375,7 @@ def render(res: dict) -> str:
     sweeps = res.get("budget_cliff") or []
     if sweeps:
         if res.get("cliff_env"):
-            lines += [_env_line(res["cliff_env"]), ""]
+            lines += [_env_line(res["cliff_env"]) + ".", ""]
         lines += ["### The cliff at a fixed budget of channel uses", "",
                   "Each model is compressed to fit a fixed number of channel uses (symbols) with each MCS: "
                   "`nncodec.channel.fit_to_budget` searches the largest model-wide `target_snr` whose `.nnc`, "
@@ -399,10 +406,23 @@ def render(res: dict) -> str:
                 lines.append(f"| {mcs} | {f['value']:.2f}{' (max)' if f['at_limit'] else ''} | {f['nnc_bytes']} "
                              f"({f['max_bytes']}) | {m['accuracy_no_errors']:.4f} | {m['bicm_limit_db']:.2f} | "
                              f"{m['gaussian_limit_db']:.2f} | {cl} | {gap} | {btxt} |")
-            env = sw["envelope"]
-            lines += ["", "Best-MCS envelope (every 1 dB): Es/N0 dB: MCS mean [min, max]", ""]
-            cells = [f"{e['snr_db']:g}: {e['mcs']} {e['mean']:.3f} [{e['min']:.3f}, {e['max']:.3f}]"
-                     for e in env if abs(e["snr_db"] - round(e["snr_db"])) < 1e-6]
+            gaps = {mcs: m["cliff_gap_bicm_db"] for mcs, m in sw["mcs"].items()}
+            met = [g for g in gaps.values() if g is not None and g <= 3.0]
+            worst = max((g, mcs) for mcs, g in gaps.items() if g is not None)
+            lines += ["", f"Cliffs within 3 dB of the BICM limit: **{len(met)} of {len(gaps)}** (largest gap "
+                          f"{worst[0]:.2f} dB, {worst[1]}).", "",
+                      "Best-MCS envelope (whole dB; equal neighbours merged): Es/N0 dB: MCS, mean [min, max] accuracy", ""]
+            groups = []
+            for e in sw["envelope"]:
+                if abs(e["snr_db"] - round(e["snr_db"])) > 1e-6:
+                    continue
+                key = (e["mcs"], round(e["mean"], 4), round(e["min"], 4), round(e["max"], 4))
+                if groups and groups[-1][0] == key:
+                    groups[-1][2] = e["snr_db"]
+                else:
+                    groups.append([key, e["snr_db"], e["snr_db"]])
+            cells = [(f"{a:g}" if a == b else f"{a:g} .. {b:g}") + f": {k[0]}, {k[1]:.3f} [{k[2]:.3f}, {k[3]:.3f}]"
+                     for k, a, b in groups]
             lines += ["; ".join(cells), ""]
         lines += ["![accuracy vs Es/N0 at a fixed budget of channel uses](results/channel_cliff.png)", ""]
     lines.append(END)
