@@ -18,7 +18,7 @@ every codeword is the same as decoding it alone.
 Arithmetic (the numpy twin in ``nncodec.channel.ldpc`` follows it exactly): posteriors L are
 clamped to +-lmax; q = L - R; the check node keeps the two smallest |q| (first index of the
 smallest, strict comparison), and the XOR of the q's (its sign bit is the parity of the
-negative q's); the new message to edge k has magnitude (min(m, lmax) * alpha_q) >> 15, m being
+negative q's); the new message to edge k has magnitude (min(m, lmax) * alpha_q + 2**14) >> 15 (rounded), m being
 the second smallest |q| if k holds the smallest else the smallest, and the sign of the product of
 the other edges' q (zero counts as positive); L = clamp(q + R, +-lmax). With lmax <= 8191 no
 intermediate leaves int16: |R| <= lmax, |q| <= 2 lmax, |q + R| <= 3 lmax.
@@ -193,8 +193,8 @@ def decode_layered(const short[:, ::1] llr, const int[::1] row_ptr, const int[::
                                 v = (cols[e] * z + v) * W
                                 _check_in(L + v, R + rb + k * W, Q + k * W, m1, m2, idx, sg, <short>k)
                             for w in range(W):
-                                g1[w] = <short>((<int>_min(m1[w], lm) * alpha_q) >> 15)
-                                g2[w] = <short>((<int>_min(m2[w], lm) * alpha_q) >> 15)
+                                g1[w] = <short>((<int>_min(m1[w], lm) * alpha_q + 16384) >> 15)
+                                g2[w] = <short>((<int>_min(m2[w], lm) * alpha_q + 16384) >> 15)
                             for k in range(d):
                                 e = e0 + k
                                 v = r + shifts[e]

@@ -209,8 +209,8 @@ class LDPCCode:
                 a = np.abs(q)
                 k1 = np.argmin(a, axis=1)             # first index of the smallest
                 srt = np.sort(a, axis=1)
-                g1 = (np.minimum(srt[:, 0], MSG_MAX) * alpha_q) >> 15
-                g2 = (np.minimum(srt[:, 1], MSG_MAX) * alpha_q) >> 15
+                g1 = (np.minimum(srt[:, 0], MSG_MAX) * alpha_q + 16384) >> 15
+                g2 = (np.minimum(srt[:, 1], MSG_MAX) * alpha_q + 16384) >> 15
                 odd = (np.sum(q < 0, axis=1) % 2) == 1
                 for kk, e in enumerate(es):
                     mag = np.where(k1 == kk, g2, g1)
