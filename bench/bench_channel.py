@@ -149,6 +149,72 @@ def _crossing(points, target):
     return None
 
 
+def float_reference_decode(code, llr: np.ndarray, max_iter: int = 20, alpha: float = 0.75) -> np.ndarray:
+    """Hard decisions of the same layered normalized min-sum in float32 without quantization or
+    clamping (what nncodec decoded with before the fixed-point decoder), early stop per frame;
+    numpy, vectorized over frames: the reference of the paired error-rate check."""
+    z, F = code.z, llr.shape[0]
+    L = np.clip(llr, -64, 64).astype(np.float32).reshape(F, code.nb, z).copy()
+    R = np.zeros((F, len(code.cols), z), dtype=np.float32)
+    gather = [(code.cols[e], (np.arange(z) + code.shifts[e]) % z) for e in range(len(code.cols))]
+    done = ~code.syndrome((L < 0).reshape(F, code.n)).any(axis=1)
+    out = (L < 0).reshape(F, code.n).copy()
+    a32 = np.float32(alpha)
+    for _ in range(max_iter):
+        act = np.flatnonzero(~done)
+        if not act.size:
+            break
+        La, Ra = L[act], R[act]
+        for i in range(code.mb):
+            es = list(range(code.row_ptr[i], code.row_ptr[i + 1]))
+            q = np.stack([La[:, gather[e][0], gather[e][1]] - Ra[:, e] for e in es], axis=1)
+            a = np.abs(q)
+            k1 = np.argmin(a, axis=1)
+            srt = np.sort(a, axis=1)
+            g1, g2 = srt[:, 0] * a32, srt[:, 1] * a32
+            odd = (np.sum(q < 0, axis=1) % 2) == 1
+            for kk, e in enumerate(es):
+                mag = np.where(k1 == kk, g2, g1)
+                rn = np.where((q[:, kk] < 0) ^ odd, -mag, mag)
+                Ra[:, e] = rn
+                La[:, gather[e][0], gather[e][1]] = q[:, kk] + rn
+        L[act], R[act] = La, Ra
+        hard = (L[act] < 0).reshape(act.size, code.n)
+        ok = ~code.syndrome(hard).any(axis=1)
+        out[act] = hard
+        done[act[ok]] = True
+    return out
+
+
+def paired_fer(frames: int, seed: int) -> list:
+    """FER of the fixed-point decoder and of the float32 reference on the same LLRs, at the SNR
+    where each MCS's FER is about 1e-2 (from the FER sweep, else its BICM limit + 1.5 dB)."""
+    out = []
+    for mcs in MCS_LIST:
+        mod_name, rate = mcs.split("-")
+        mod, code = get_modulation(mod_name), get_code(1944, rate)
+        perm = _interleaver(code.n)
+        snr = PAIRED_SNR[mcs]
+        rng = np.random.default_rng(seed)
+        u = rng.integers(0, 2, (frames, code.k), dtype=np.uint8)
+        cw = code.encode(u)
+        y, n0 = awgn(mod.modulate(cw[:, perm]), snr, rng)
+        llr = np.empty((frames, code.n), np.float32)
+        llr[:, perm] = mod.demap(y, n0).reshape(frames, code.n)
+        fixed = (code.decode(llr)[0][:, :code.k] != u).any(axis=1)
+        ref = (float_reference_decode(code, llr)[:, :code.k] != u).any(axis=1)
+        out.append({"mcs": mcs, "snr_db": snr, "frames": frames, "fer_fixed": float(fixed.mean()),
+                    "fer_float": float(ref.mean()), "only_fixed_wrong": int(np.sum(fixed & ~ref)),
+                    "only_float_wrong": int(np.sum(ref & ~fixed))})
+        print(f"  paired {mcs} {snr} dB: FER fixed {fixed.mean():.4f} float {ref.mean():.4f}", flush=True)
+    return out
+
+
+# Es/N0 (dB) near FER 1e-2 for the paired check (the float decoder's crossings, rounded to 0.1 dB)
+PAIRED_SNR = {"bpsk-1/2": -1.3, "qpsk-1/2": 1.7, "qpsk-3/4": 4.5, "16qam-1/2": 7.1, "16qam-3/4": 10.7,
+              "64qam-2/3": 14.5, "64qam-3/4": 16.0, "64qam-5/6": 17.7}
+
+
 MODEL_BUDGETS = {"digits": 60_000, "fashion": 120_000}   # channel uses per model (BPSK-1/2 still fits a usable model)
 CLIFF_POINTS = 0.01       # a point is "past the cliff" when its mean accuracy is within this of no-error
 CHANCE = 0.1              # ten classes: a lost container header counts as a random guess
@@ -366,6 +432,21 @@ def render(res: dict) -> str:
                          f"{(s - c['bicm_limit_db']) if s is not None else float('nan'):.2f} | {c['gaussian_limit_db']:.2f} | "
                          f"{(s - c['gaussian_limit_db']) if s is not None else float('nan'):.2f} |")
         lines += ["", "![FER and BER vs Es/N0](results/channel_fer.png)", ""]
+    pr = res.get("paired")
+    if pr:
+        rows = pr["rows"]
+        lines += ["Fixed point against float: the same LLRs (AWGN, seed "
+                  f"{pr['seed']}, {rows[0]['frames']} frames per MCS, near FER 1e-2) decoded by the fixed-point "
+                  "decoder and by a float32 numpy reference of the same layered min-sum without quantization "
+                  "or clamping (`float_reference_decode`). *Only fixed wrong* counts frames the fixed-point "
+                  "decoder gets wrong and the float one right, and vice versa:", "",
+                  "| MCS | Es/N0 dB | FER fixed point | FER float | only fixed wrong | only float wrong |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for r in rows:
+            lines.append(f"| {r['mcs']} | {r['snr_db']:g} | {r['fer_fixed']:.4f} | {r['fer_float']:.4f} | "
+                         f"{r['only_fixed_wrong']} | {r['only_float_wrong']} |")
+        lines += [f"| all | | | | {sum(r['only_fixed_wrong'] for r in rows)} | "
+                  f"{sum(r['only_float_wrong'] for r in rows)} |", ""]
     prev = res.get("fer_previous")
     if prev:
         lines += [f"Before the fixed-point decoder (float32 layered min-sum, one codeword at a time; run at "
@@ -441,8 +522,9 @@ def update_readme(section: str) -> None:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smoke test: few frames and draws, digits/AWGN only, prints only")
-    ap.add_argument("--parts", default="throughput,fer,cliff",
-                    help="comma-separated parts to run (throughput, fer, cliff); the others are kept from --out")
+    ap.add_argument("--parts", default="throughput,fer,paired,cliff",
+                    help="comma-separated parts to run (throughput, fer, paired, cliff); the others are kept from --out")
+    ap.add_argument("--paired-frames", type=int, default=4000)
     ap.add_argument("--no-cliff", action="store_true", help="same as --parts throughput,fer")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--max-frames", type=int, default=3000)
@@ -462,7 +544,7 @@ def main(argv=None):
     parts = set(a.parts.split(","))
     if a.no_cliff:
         parts.discard("cliff")
-    if not parts <= {"throughput", "fer", "cliff"}:
+    if not parts <= {"throughput", "fer", "paired", "cliff"}:
         ap.error(f"unknown part in {a.parts!r}")
     if a.quick:
         a.repeats, a.max_frames, a.min_errors, a.draws, a.models, a.channels = 1, 200, 20, 2, "digits", "awgn"
@@ -485,6 +567,8 @@ def main(argv=None):
             print(mcs, "limit", round(c["bicm_limit_db"], 2), "FER 1e-2 at", c["snr_at_fer_1e-2"],
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
         res["fer_env"] = env_info()
+    if "paired" in parts:
+        res["paired"] = {"seed": 11, "rows": paired_fer(200 if a.quick else a.paired_frames, 11), "env": env_info()}
     if "cliff" in parts:
         res["budget_cliff"] = []
         for model in a.models.split(","):
