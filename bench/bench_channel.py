@@ -381,7 +381,7 @@ def plots(res: dict) -> list:
                     ax.legend(fontsize=7, ncol=2, loc="lower right")
         fig.tight_layout()
         p = RESULTS / "channel_cliff.png"
-        fig.savefig(p, dpi=100)
+        fig.savefig(p, dpi=80)
         plt.close(fig)
         files.append(p)
     return files
@@ -582,7 +582,10 @@ def main(argv=None):
         print(render(res))
         return
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=1))
+    # lists of plain values on one line each: the per-draw results stay readable and small
+    text = re.sub(r"\[\s+([^\[\]{}]*?)\s+\]", lambda m: "[" + " ".join(m.group(1).split()) + "]",
+                  json.dumps(res, indent=1))
+    out.write_text(text)
     plots(res)
     update_readme(render(res))
     print(f"wrote {a.out} ({res['elapsed_s']:.0f} s)")
