@@ -142,6 +142,10 @@ def test_compiled_decoder_matches_numpy_twin(n, rate, frames, early, snr):
     code._decode_numpy(quantize_llr(llr), 8, 24576, early, b2, i2)
     assert (b2 == bits).all() and (i2 == iters).all()
     assert (iters > 0).any() and (iters < 0).any()  # both outcomes are exercised
+    # plain min-sum (alpha 1): messages reach the clamp without overflowing int16
+    bits, iters = code.decode(llr * 4, max_iter=8, alpha=1.0, early_stop=early)
+    code._decode_numpy(quantize_llr(llr * 4), 8, 32768, early, b2, i2)
+    assert (b2 == bits).all() and (i2 == iters).all()
 
 
 # ---- modulation ---------------------------------------------------------------------------------
