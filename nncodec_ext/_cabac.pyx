@@ -51,7 +51,11 @@ cdef extern from *:
 
 
 cdef enum:
-    MAX_RATE = 11                  # adaptation shifts F, S are in 1..MAX_RATE
+    MIN_FAST = 1                   # the fast adaptation shift F is in MIN_FAST..MAX_FAST
+    MAX_FAST = 8
+    MIN_SLOW = 4                   # the slow one, S, in MIN_SLOW..MAX_SLOW
+    MAX_SLOW = 11
+    FLUSH_SLACK = 3                # body bytes the decoder reads past the end (as zeros)
     PRIOR_COUNT = 31               # bins a sign context counts as seen at the start
     PRIMED_COUNT = 8               # bins a context started from the prior table counts as seen
     WARMUP_MAX = 1023              # bin count at which both shifts have reached their rates
@@ -66,7 +70,7 @@ cdef enum:
     N_POS = 16                     # prefix positions with their own contexts (the last is shared)
     N_PREFIX_CTX = 48              # N_POS * N_MAG_CLASSES
     N_SUFFIX_CTX = 48              # N_POS * 3 (first suffix bit; second after a 0; after a 1)
-    MAX_K = 64
+    MAX_K = 7
     MAX_EG_ORDER = 31
     MAX_EG_PREFIX = 40
 
@@ -251,9 +255,12 @@ cdef inline void _enc_bypass_bits(Enc* e, uint64_t v, int nbits, int mode) noexc
             e.low += e.range & (0u - <uint32_t> ((v >> nbits) & 1u))
             if unlikely(e.range < RANGE_TOP):
                 _enc_renorm(e)
-    elif nbits > 0:
-        e.bypass_bins += <uint64_t> nbits
-        e.bits += nbits
+    else:
+        # one bit at a time, as the reference adds them (same rounding)
+        while nbits > 0:
+            nbits -= 1
+            e.bypass_bins += 1
+            e.bits += 1.0
 
 
 cdef inline uint32_t _mag(int32_t q) noexcept nogil:
@@ -413,8 +420,9 @@ def _check_params(int K, int eg_k, Py_ssize_t row, int rates, int init):
         raise ValueError(f"Exp-Golomb order must be in 0..{MAX_EG_ORDER}, got {eg_k}")
     if row < 0:
         raise ValueError("row length must be >= 0")
-    if not (1 <= (rates & 15) <= MAX_RATE and 1 <= (rates >> 4) <= MAX_RATE and rates < 256):
-        raise ValueError(f"rates byte must hold two shifts in 1..{MAX_RATE}, got {rates:#x}")
+    if not (MIN_FAST <= (rates & 15) <= MAX_FAST and MIN_SLOW <= (rates >> 4) <= MAX_SLOW):
+        raise ValueError(f"rates must be fast | slow << 4 with fast in {MIN_FAST}..{MAX_FAST} and "
+                         f"slow in {MIN_SLOW}..{MAX_SLOW}, got {rates:#x}")
 
 
 def encode(const int32_t[::1] levels, int K, int eg_k, Py_ssize_t row_length, int rates, int init):
@@ -442,7 +450,11 @@ def encode(const int32_t[::1] levels, int K, int eg_k, Py_ssize_t row_length, in
     with nogil:
         if n > 0:
             _code_levels(&levels[0], n, row_length, K, eg_k, rt, ctx, &e, MODE_WRITE)
-        for j in range(5):
+        # flush: any value in [low, low + range) identifies the last interval;
+        # low rounded up to a multiple of 2**24 is one (range >= 2**24), and its
+        # bytes after the top one are zeros, which the decoder reads past the end
+        e.low = (e.low + LOW24_MASK) & ~LOW24_MASK
+        for j in range(2):
             _shift_low(&e)
     free(ctx)
     try:
@@ -674,9 +686,9 @@ def decode_into(const uint8_t[::1] data, int32_t[::1] out, int K, int eg_k, Py_s
     free(ctx)
     if status != STATUS_OK:
         return status
-    if d.pos > d.n:
+    if d.pos > d.n + FLUSH_SLACK:
         return STATUS_TRUNCATED
-    if d.pos < d.n:
+    if d.pos < d.n + FLUSH_SLACK:
         return STATUS_TRAILING
     if d.code >= d.range:
         return STATUS_BAD_STATE

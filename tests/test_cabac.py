@@ -35,10 +35,10 @@ def test_roundtrip_any_int32(x, row):
     roundtrip(x, row_length=row)
 
 
-rates_bytes = st.builds(lambda f, s: f | (s << 4), st.integers(1, 11), st.integers(1, 11))
+rates_bytes = st.builds(lambda f, s: f | (s << 4), st.integers(1, 8), st.integers(4, 11))
 
 
-@given(level_arrays, st.integers(0, 64), st.integers(0, 31), st.integers(0, 40), rates_bytes,
+@given(level_arrays, st.integers(0, 7), st.integers(0, 31), st.integers(0, 40), rates_bytes,
        st.integers(0, 1))
 def test_compiled_and_reference_write_identical_bytes(x, K, E, row, rates, init):
     compiled = _cabac.encode(x, K, E, row, rates, init)
@@ -104,9 +104,9 @@ def test_all_zeros_cost_almost_nothing():
     assert len(data) < 200  # far below one bit per level
 
 
-@pytest.mark.parametrize("K", [0, 1, 7, 64])
+@pytest.mark.parametrize("K", [0, 1, 3, 7])
 @pytest.mark.parametrize("E", [0, 3, 31])
-@pytest.mark.parametrize("rates,init", [((1, 11), 0), ((8, 11), 1), ((11, 4), 1)])
+@pytest.mark.parametrize("rates,init", [((1, 4), 0), ((8, 11), 1), ((3, 7), 1)])
 def test_explicit_parameters(K, E, rates, init):
     rng = np.random.default_rng(K * 100 + E)
     x = np.round(rng.laplace(0, 5, 5000)).astype(np.int32)
@@ -118,7 +118,7 @@ def test_explicit_parameters(K, E, rates, init):
 def test_bad_parameters_are_rejected():
     x = np.arange(10, dtype=np.int32)
     with pytest.raises(ValueError):
-        cabac.encode(x, K=65)
+        cabac.encode(x, K=8)
     with pytest.raises(ValueError):
         cabac.encode(x, eg_order=32)
     with pytest.raises(ValueError):
@@ -127,6 +127,10 @@ def test_bad_parameters_are_rejected():
         cabac.encode(x, rates=(0, 4))
     with pytest.raises(ValueError):
         cabac.encode(x, rates=(4, 12))
+    with pytest.raises(ValueError):
+        cabac.encode(x, rates=(9, 9))
+    with pytest.raises(ValueError):
+        cabac.encode(x, rates=(4, 3))
     with pytest.raises(ValueError):
         cabac.encode(x, init=2)
     with pytest.raises(TypeError):
@@ -160,7 +164,7 @@ def test_stationary_and_drifting_data_pick_different_rates():
     scale = np.repeat(rng.choice([2.0, 40.0], size=80), 200)
     drifting = np.round(rng.laplace(0, 1, scale.size) * scale).astype(np.int32)
     assert cabac.choose_params(stationary, 400)[2] == (8, 11)
-    assert cabac.choose_params(drifting, 0)[2] == (4, 9)
+    assert cabac.choose_params(drifting, 0)[2][0] == 4  # the fastest fast shift tried
 
 
 def test_prior_tables_help_small_tensors():
@@ -216,8 +220,8 @@ def test_random_bytes_raise_only_format_errors(data, count):
 
 @given(st.binary(min_size=3, max_size=400), st.integers(0, 2000))
 def test_random_bodies_behind_a_valid_header(body, count):
-    header = bytes([2, body[0] % 65, body[1] % 64, 1 + body[2] % 11 + 16 * (1 + body[2] % 7)])
-    _decode_or_error(header + bytes([body[2] % 128]) + body[3:], count)
+    header = bytes([2, body[0], body[1] & 0x7F, body[2] % 128])
+    _decode_or_error(header + body[3:], count)
 
 
 def _sample_payload(n=3000, seed=3):
@@ -254,10 +258,10 @@ def test_bit_flips_never_crash():
                 unnoticed.add(pos)
     # A flip changes the decoded levels or is reported, except in the final
     # flush bytes, whose low bits are slack of the arithmetic coder's last
-    # interval, and in the rates byte (offset 3): another valid adaptation
+    # interval, and in the rates byte (offset 2): another valid adaptation
     # speed can still decode the same levels, which is then not an error.
     # (The payload carries no checksum: the container's CRC does.)
-    assert unnoticed <= {3} | set(range(len(data) - 4, len(data)))
+    assert unnoticed <= {2} | set(range(len(data) - 2, len(data)))
 
 
 def test_errors_belong_to_the_project_hierarchy():
@@ -270,25 +274,19 @@ def test_errors_belong_to_the_project_hierarchy():
     with pytest.raises(VersionError):
         cabac.decode(b"\x03\x05\x00\x55\x00", 10)  # unknown payload version
     with pytest.raises(FormatError):
-        cabac.decode(b"\x02\x99\x00\x55\x00", 10)  # K too large
-    with pytest.raises(FormatError):
-        cabac.decode(b"\x02\x05\x40\x55\x00", 10)  # context initialization 2
-    with pytest.raises(FormatError):
-        cabac.decode(b"\x02\x05\x00\x50\x00", 10)  # adaptation shift 0
-    with pytest.raises(FormatError):
-        cabac.decode(b"\x02\x05\x00\xc5\x00", 10)  # adaptation shift 12
+        cabac.decode(b"\x02\x05\x80\x00\x00", 10)  # reserved header bit set
 
 
 def test_garbage_that_escapes_forever_stops():
     # all-ones bodies drive every flag to 1 and the Exp-Golomb prefix to its limit
-    data = bytes([2, 1, 0, 0x95, 0]) + b"\xff" * 64
+    data = bytes([2, 1, 0x34, 0]) + b"\xff" * 64
     with pytest.raises(FormatError):
         cabac.decode(data, 10)
 
 
 def test_decoding_allocates_no_more_than_the_declared_count():
     rng = np.random.default_rng(4)
-    junk = bytes([2, 64, 31, 0xbb]) + b"\xff\xff\xff\xff\x7f" + rng.bytes(5000)  # huge row length
+    junk = bytes([2, 0xFF, 0x3F]) + b"\xff\xff\xff\xff\x7f" + rng.bytes(5000)  # huge row length
     count = 10_000
     tracemalloc.start()
     try:

@@ -3,10 +3,12 @@
 A coded stream ("cabac payload", version 2; formats/cabac-v1.md) is::
 
     u8      version            = 2
-    u8      K                  number of "|q| > k" flags, 0..64
-    u8      E | init << 5      E: Exp-Golomb order of the remainder classes, 0..31;
-                               init: 0 contexts start at P = 1/2, 1 from the prior tables
-    u8      rates              adaptation shifts: fast (low nibble), slow (high nibble), 1..11
+    u8      K | E << 3         K: number of "|q| > k" flags, 0..7; E: Exp-Golomb
+                               order of the remainder classes, 0..31
+    u8      (F - 1) | (S - 4) << 3 | init << 6
+                               F, S: fast (1..8) and slow (4..11) adaptation shifts;
+                               init: 0 contexts start at P = 1/2, 1 from the prior
+                               tables; bit 7 is 0
     uvarint row_length         0 = no previous-row context
     ...     arithmetic-coded body (see nncodec_ext/_cabac.pyx)
 
@@ -34,12 +36,11 @@ from . import cabac_ref
 STREAM_VERSION = 2
 MAX_K = cabac_ref.MAX_K
 MAX_EG_ORDER = cabac_ref.MAX_EG_ORDER
-MAX_RATE = cabac_ref.MAX_RATE
-DEFAULT_MAX_K = 64
-TAIL_FRACTION_INV = 64  # choose_k: K leaves at most 1/64 of the non-zero levels above it
+FAST_RANGE = (cabac_ref.MIN_FAST, cabac_ref.MAX_FAST)
+SLOW_RANGE = (cabac_ref.MIN_SLOW, cabac_ref.MAX_SLOW)
 # candidates tried by choose_params
-K_CANDIDATES = (1, 2)
-RATE_CANDIDATES = ((4, 9), (5, 10), (8, 11))
+K_CANDIDATES = (0, 1, 2)
+RATE_CANDIDATES = ((4, 9), (5, 10), (8, 11), (4, 11))
 DEFAULT_RATES = (5, 10)  # used while K and E are searched, and for all-zero tensors
 SEARCH_SAMPLE = 8192  # tensors with more levels are searched on about this many (whole rows)
 
@@ -89,26 +90,11 @@ def _as_levels(levels) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.int32).reshape(-1)
 
 
-def choose_k(levels, max_k: int = DEFAULT_MAX_K) -> int:
-    """The smallest k in 1..``max_k`` such that at most 1/64 of the non-zero
-    levels exceed k (a statistic of the distribution's width; the coder's own
-    parameters come from ``choose_params``)."""
-    if not 0 <= max_k <= MAX_K:
-        raise ValueError(f"max_k must be in 0..{MAX_K}")
-    hist = implementation().magnitude_histogram(_as_levels(levels), max_k)
-    nonzero = int(hist[1:].sum())
-    if nonzero == 0 or max_k == 0:
-        return min(1, max_k)
-    above = nonzero - np.cumsum(hist[1:])  # above[k - 1] = number of levels with |q| > k
-    ok = np.nonzero(above * TAIL_FRACTION_INV <= nonzero)[0]
-    K = int(ok[0]) + 1 if ok.size else max_k
-    return max(1, min(K, max_k))
-
-
 def _pack_rates(rates) -> int:
     fast, slow = (int(r) for r in rates)
-    if not (1 <= fast <= MAX_RATE and 1 <= slow <= MAX_RATE):
-        raise ValueError(f"rates must be two shifts in 1..{MAX_RATE}, got {rates!r}")
+    if not (FAST_RANGE[0] <= fast <= FAST_RANGE[1] and SLOW_RANGE[0] <= slow <= SLOW_RANGE[1]):
+        raise ValueError(f"rates must be (fast, slow) shifts with fast in {FAST_RANGE[0]}.."
+                         f"{FAST_RANGE[1]} and slow in {SLOW_RANGE[0]}..{SLOW_RANGE[1]}, got {rates!r}")
     return fast | (slow << 4)
 
 
@@ -186,7 +172,9 @@ def choose_params(levels, row_length: int = 0, K: int | None = None,
 
 
 def _header(K: int, eg_k: int, rates: int, init: int, row_length: int) -> bytes:
-    return bytes((STREAM_VERSION, K, eg_k | (init << 5), rates)) + encode_uvarint(row_length)
+    fast, slow = rates & 15, rates >> 4
+    return (bytes((STREAM_VERSION, K | (eg_k << 3), (fast - 1) | ((slow - 4) << 3) | (init << 6)))
+            + encode_uvarint(row_length))
 
 
 def _resolve(lv, row_length, K, eg_order, rates, init):
@@ -238,18 +226,13 @@ def parse_header_full(data) -> tuple[int, int, tuple[int, int], int, int, int]:
     if version != STREAM_VERSION:
         raise VersionError(f"unknown cabac payload version {version} (this nncodec reads "
                            f"version {STREAM_VERSION})")
-    if len(data) < 4:
+    if len(data) < 3:
         raise TruncatedError("cabac payload shorter than its header")
-    K, eg_k, init, rates = data[1], data[2] & 31, data[2] >> 5, data[3]
-    if init > 1:
-        raise FormatError(f"cabac payload declares context initialization {init} (0 or 1 allowed)")
-    if K > MAX_K:
-        raise FormatError(f"cabac payload declares K={K} > {MAX_K}")
-    fast, slow = rates & 15, rates >> 4
-    if not (1 <= fast <= MAX_RATE and 1 <= slow <= MAX_RATE):
-        raise FormatError(f"cabac payload declares adaptation shifts {fast}, {slow} "
-                          f"outside 1..{MAX_RATE}")
-    row_length, pos = decode_uvarint(data, 4)
+    K, eg_k = data[1] & 7, data[1] >> 3
+    fast, slow, init = (data[2] & 7) + 1, ((data[2] >> 3) & 7) + 4, (data[2] >> 6) & 1
+    if data[2] & 0x80:
+        raise FormatError("cabac payload header has its reserved bit set")
+    row_length, pos = decode_uvarint(data, 3)
     if row_length > 2**62:
         raise LimitError("cabac payload row length is out of range")
     return K, eg_k, (fast, slow), init, row_length, pos

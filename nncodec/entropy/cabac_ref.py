@@ -14,7 +14,9 @@ import math
 
 import numpy as np
 
-MAX_RATE = 11  # adaptation shifts are in 1..MAX_RATE
+MIN_FAST, MAX_FAST = 1, 8  # range of the fast adaptation shift F
+MIN_SLOW, MAX_SLOW = 4, 11  # and of the slow one, S
+FLUSH_SLACK = 3  # body bytes the decoder reads past the end (as zeros)
 WARMUP_MAX = 1023  # bin count at which both shifts have reached their rates
 PRIOR_COUNT = 31  # bins a sign context counts as seen at the start
 PRIMED_COUNT = 8  # bins a context started from the prior tables counts as seen
@@ -29,7 +31,7 @@ N_MAG_CLASSES = 3
 N_POS = 16  # prefix positions with their own contexts (the last one is shared)
 N_PREFIX_CTX = N_POS * N_MAG_CLASSES
 N_SUFFIX_CTX = N_POS * 3
-MAX_K = 64
+MAX_K = 7
 MAX_EG_ORDER = 31
 MAX_EG_PREFIX = 40
 THRESHOLD_CAP = 1 << 40
@@ -67,8 +69,9 @@ def _check_params(K: int, eg_k: int, row: int, rates: int, init: int) -> None:
         raise ValueError(f"Exp-Golomb order must be in 0..{MAX_EG_ORDER}, got {eg_k}")
     if row < 0:
         raise ValueError("row length must be >= 0")
-    if not (0 <= rates < 256 and 1 <= (rates & 15) <= MAX_RATE and 1 <= (rates >> 4) <= MAX_RATE):
-        raise ValueError(f"rates byte must hold two shifts in 1..{MAX_RATE}, got {rates:#x}")
+    if not (MIN_FAST <= (rates & 15) <= MAX_FAST and MIN_SLOW <= (rates >> 4) <= MAX_SLOW):
+        raise ValueError(f"rates must be fast | slow << 4 with fast in {MIN_FAST}..{MAX_FAST} and "
+                         f"slow in {MIN_SLOW}..{MAX_SLOW}, got {rates:#x}")
 
 
 def _sign_class(x: int) -> int:
@@ -187,7 +190,10 @@ class _Writer:
         self._renorm()
 
     def finish(self) -> bytes:
-        for _ in range(5):
+        # low rounded up to a multiple of 2**24 lies in the last interval; its
+        # bytes after the top one are zeros, which the decoder supplies itself
+        self.low = (self.low + 0xFFFFFF) & ~0xFFFFFF
+        for _ in range(2):
             self._shift_low()
         return bytes(self.out)
 
@@ -394,9 +400,9 @@ def decode_into(data, out: np.ndarray, K: int, eg_k: int, row_length: int, rates
         prev = q
     if n:
         out[:] = np.asarray(vals, dtype=np.int64).astype(np.int32)
-    if r.pos > len(r.data):
+    if r.pos > len(r.data) + FLUSH_SLACK:
         return STATUS_TRUNCATED
-    if r.pos < len(r.data):
+    if r.pos < len(r.data) + FLUSH_SLACK:
         return STATUS_TRAILING
     if r.code >= r.range:
         return STATUS_BAD_STATE
