@@ -192,7 +192,7 @@ cdef inline void _put_byte(Enc* e, uint32_t byte) noexcept nogil:
     e.pos += 1
 
 
-cdef void _shift_low(Enc* e) noexcept nogil:
+cdef inline void _shift_low(Enc* e) noexcept nogil:
     cdef uint32_t carry
     cdef uint32_t byte
     if (e.low & LOW32_MASK) < SHIFT_LIMIT or (e.low >> 32) != 0:
@@ -209,7 +209,7 @@ cdef void _shift_low(Enc* e) noexcept nogil:
     e.low = (e.low & LOW24_MASK) << 8
 
 
-cdef void _enc_renorm(Enc* e) noexcept nogil:
+cdef inline void _enc_renorm(Enc* e) noexcept nogil:
     # rare: callers test the range first
     while e.range < RANGE_TOP:
         e.range <<= 8
@@ -510,7 +510,7 @@ cdef inline uint32_t _next_byte(Dec* d) noexcept nogil:
     return b
 
 
-cdef void _dec_renorm(Dec* d) noexcept nogil:
+cdef inline void _dec_renorm(Dec* d) noexcept nogil:
     # rare: callers test the range first
     while d.range < RANGE_TOP:
         d.range <<= 8
