@@ -335,7 +335,7 @@ def test_channel_use_accounting_matches_the_link(mcs):
 
 def test_fit_to_budget(model_sd):
     from nncodec.channel import BudgetError, fit_to_budget, max_nnc_bytes
-    budget = 24000
+    budget = 16000
     fits = {}
     for mcs in ("bpsk-1/2", "qpsk-1/2", "16qam-1/2"):
         fit = fit_to_budget(model_sd, budget, mcs, tol=0.1)
