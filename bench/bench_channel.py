@@ -420,6 +420,15 @@ def render(res: dict) -> str:
             lines.append(f"| {k.replace('_', ' ')} | {r['snr_db']:g} | {r['mean_iterations']:.1f} | {r['fer']:.3g} | "
                          f"{r['info_mbps']:.2f} | {r['coded_mbps']:.2f} |")
         lines += ["", f"Encoder: {t['encoder_info_mbps']:.1f} Mbit/s of information bits.", ""]
+        runs = res.get("throughput_runs") or []
+        if len(runs) > 1:
+            lines += ["All recorded runs of the 20-iteration case (the machine's 2 cores are shared, so the "
+                      "figure depends on the load):", "",
+                      "| commit | date | decoder | load average | Mbit/s (info) |", "|---|---|---|---:|---:|"]
+            for r in runs:
+                lines.append(f"| `{r['git_commit'][:10]}` | {r['date'][:16]} | {r['decoder']} | "
+                             f"{'n/a' if r['loadavg'] is None else format(r['loadavg'], '.2f')} | {r['fixed_20_info_mbps']:.2f} |")
+            lines.append("")
     if res.get("fer"):
         lines += ["SNR at FER 1e-2 against the limits (AWGN, n = 1944"
                   + (f"; {_env_line(res['fer_env'])}" if res.get("fer_env") else "") + "):", "",
@@ -558,6 +567,10 @@ def main(argv=None):
         load0 = os.getloadavg()
         res["throughput"] = throughput(a.repeats, 160 if a.quick else 800)
         res["throughput"]["env"] = {**env_info(), "loadavg_before": load0, "loadavg_after": os.getloadavg()}
+        res.setdefault("throughput_runs", []).append(
+            {"git_commit": res["throughput"]["env"]["git_commit"], "date": res["throughput"]["env"]["date"],
+             "decoder": "int16 fixed point, 16 lanes", "loadavg": load0[0], "repeats": a.repeats,
+             "fixed_20_info_mbps": res["throughput"]["fixed_20_iterations"]["info_mbps"]})
         print(json.dumps(res["throughput"], indent=1), flush=True)
     if "fer" in parts:
         res["fer"] = []
