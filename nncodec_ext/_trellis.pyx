@@ -241,6 +241,39 @@ cdef inline int candidates(double a, int quant, bint dq, double zlim, int64_t *m
     return 3
 
 
+cdef inline int64_t cand_mag(double a, int quant, bint dq, int c) noexcept nogil:
+    """The magnitude of candidate number c of ``candidates`` (without the errors)."""
+    cdef int64_t kf
+    if c == 2:
+        return 0
+    if not dq:
+        kf = <int64_t> rint(a)
+        if c == 0:
+            return kf
+        return kf - 1 if kf > 1 else 0
+    if quant == 0:
+        kf = <int64_t> floor(a * 0.5)
+    else:
+        kf = <int64_t> floor((a + 1.0) * 0.5)
+    return kf + c
+
+
+cdef inline void best_of_parity(int nc, const int64_t *mag, const double *cost, bint dq,
+                                double *unused, int *bc, double *bd) noexcept nogil:
+    """For each parity of the magnitude (one class when not dq): the first candidate of least
+    cost (bc: its index, -1 if none; bd: its cost)."""
+    cdef int c, p
+    bc[0] = -1
+    bc[1] = -1
+    bd[0] = INFINITY
+    bd[1] = INFINITY
+    for c in range(nc):
+        p = <int> (mag[c] & 1) if dq else 0
+        if bc[p] < 0 or cost[c] < bd[p]:
+            bc[p] = c
+            bd[p] = cost[c]
+
+
 cdef inline double rate_bits(Model *m, int64_t k, int64_t p, int64_t p2, int64_t ab) noexcept nogil:
     cdef int cp = cls(p)
     cdef int sig = (cp * 2 + (1 if p2 != 0 else 0)) * 3 + <int> imin(iabs(ab), 2)
@@ -250,6 +283,76 @@ cdef inline double rate_bits(Model *m, int64_t k, int64_t p, int64_t p2, int64_t
     neg = 1 if k < 0 else 0
     return m.c1[sig] + (m.c1[N_SIG + cp * 3 + cls(ab)] if neg else m.c0[N_SIG + cp * 3 + cls(ab)]) \
         + gt_bits(m, iabs(k), neg, iabs(p) + iabs(ab))
+
+
+cdef void fast_dq(const real[::1] w, double step, Py_ssize_t n, double zlim, uint8_t *bp,
+                  double *Jout) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef double J0 = 0.0, J1 = INFINITY, J2 = INFINITY, J3 = INFINITY
+    cdef double A, B, n0, n1, n2, n3, x, a
+    cdef int64_t mag0[3]
+    cdef int64_t mag1[3]
+    cdef double d0[3]
+    cdef double d1[3]
+    cdef int bc0[2]
+    cdef int bc1[2]
+    cdef double bd0[2]
+    cdef double bd1[2]
+    cdef int nc0, nc1
+    cdef uint8_t b0, b1, b2, b3
+    for i in range(n):
+        x = <double> w[i] / step
+        a = fabs(x)
+        nc0 = candidates(a, 0, True, zlim, mag0, d0)
+        nc1 = candidates(a, 1, True, zlim, mag1, d1)
+        best_of_parity(nc0, mag0, d0, True, d0, bc0, bd0)
+        best_of_parity(nc1, mag1, d1, True, d1, bc1, bd1)
+        # target 0: (state 0, even), (state 1, odd); target 2: (0, odd), (1, even)
+        # target 1: (state 2, even), (state 3, odd); target 3: (2, odd), (3, even)
+        A = J0 + bd0[0] if bc0[0] >= 0 else INFINITY
+        B = J1 + bd0[1] if bc0[1] >= 0 else INFINITY
+        if B < A:
+            n0 = B
+            b0 = <uint8_t> (1 | (bc0[1] << 2))
+        else:
+            n0 = A
+            b0 = <uint8_t> (0 | (bc0[0] << 2))
+        A = J0 + bd0[1] if bc0[1] >= 0 else INFINITY
+        B = J1 + bd0[0] if bc0[0] >= 0 else INFINITY
+        if B < A:
+            n2 = B
+            b2 = <uint8_t> (1 | (bc0[0] << 2))
+        else:
+            n2 = A
+            b2 = <uint8_t> (0 | (bc0[1] << 2))
+        A = J2 + bd1[0] if bc1[0] >= 0 else INFINITY
+        B = J3 + bd1[1] if bc1[1] >= 0 else INFINITY
+        if B < A:
+            n1 = B
+            b1 = <uint8_t> (3 | (bc1[1] << 2))
+        else:
+            n1 = A
+            b1 = <uint8_t> (2 | (bc1[0] << 2))
+        A = J2 + bd1[1] if bc1[1] >= 0 else INFINITY
+        B = J3 + bd1[0] if bc1[0] >= 0 else INFINITY
+        if B < A:
+            n3 = B
+            b3 = <uint8_t> (3 | (bc1[0] << 2))
+        else:
+            n3 = A
+            b3 = <uint8_t> (2 | (bc1[1] << 2))
+        J0 = n0
+        J1 = n1
+        J2 = n2
+        J3 = n3
+        bp[4 * i] = b0 if n0 != INFINITY else 255
+        bp[4 * i + 1] = b1 if n1 != INFINITY else 255
+        bp[4 * i + 2] = b2 if n2 != INFINITY else 255
+        bp[4 * i + 3] = b3 if n3 != INFINITY else 255
+    Jout[0] = J0
+    Jout[1] = J1
+    Jout[2] = J2
+    Jout[3] = J3
 
 
 def rd_quantize(const real[::1] w, double step, Py_ssize_t row, int K, int E, double lam,
@@ -283,6 +386,17 @@ def rd_quantize(const real[::1] w, double step, Py_ssize_t row, int K, int E, do
     cdef int64_t ab, pk, pk2, act, amag
     cdef int neg, cp, cab, sig
     cdef double r0, r1
+    cdef double lc[3]
+    cdef int bc0[2]
+    cdef int bc1[2]
+    cdef int bcl[2]
+    cdef double bd0[2]
+    cdef double bd1[2]
+    cdef double bdl[2]
+    cdef int *bcp
+    cdef double *bdp
+    cdef int par
+    cdef Py_ssize_t n_done
     cdef double zlim = 4.0 + 64.0 * lam
     cdef Model m
     cdef uint8_t *bp
@@ -333,7 +447,14 @@ def rd_quantize(const real[::1] w, double step, Py_ssize_t row, int K, int E, do
             prv2[s] = 0
         J[0] = 0.0
         until = blk
-        for i in range(n):
+        if dq and lam == 0.0:
+            # distortion only, four states: the same search as the general loop below (same
+            # order of comparison, same ties), with the survivors' costs in registers
+            fast_dq(w, step, n, zlim, bp, J)
+            n_done = n
+        else:
+            n_done = 0
+        for i in range(n_done, n):
             if i == until:
                 until += blk
             if lam > 0.0 and i > 0 and i == until - blk:
@@ -349,8 +470,8 @@ def rd_quantize(const real[::1] w, double step, Py_ssize_t row, int K, int E, do
                     c = bp[j * S + t] >> 2
                     x = <double> w[j] / step
                     q = (s >> 1) if dq else 0
-                    candidates(fabs(x), q, dq, zlim, mag0, d0)
-                    out[j] = <int32_t> (-mag0[c] if x < 0.0 else mag0[c])
+                    k = cand_mag(fabs(x), q, dq, c)
+                    out[j] = <int32_t> (-k if x < 0.0 else k)
                     t = s
                     j -= 1
                 learn(&m, &out[0], i - blk, i, row)
@@ -368,6 +489,12 @@ def rd_quantize(const real[::1] w, double step, Py_ssize_t row, int K, int E, do
             amag = iabs(ab)
             for t in range(S):
                 Jn[t] = INFINITY
+            if lam == 0.0:
+                # distortion only: the best candidate of each parity is the same for both
+                # states that share a quantizer
+                best_of_parity(nc0, mag0, d0, dq, lc, bc0, bd0)
+                if dq:
+                    best_of_parity(nc1, mag1, d1, dq, lc, bc1, bd1)
             for s in range(S):
                 if J[s] == INFINITY:
                     continue
@@ -375,10 +502,14 @@ def rd_quantize(const real[::1] w, double step, Py_ssize_t row, int K, int E, do
                     mg = mag1
                     dd = d1
                     nc = nc1
+                    bcp = bc1
+                    bdp = bd1
                 else:
                     mg = mag0
                     dd = d0
                     nc = nc0
+                    bcp = bc0
+                    bdp = bd0
                 if lam > 0.0:
                     # the parts of the rate that depend on this path's context, not on the level
                     pk = prv[s]
@@ -387,16 +518,21 @@ def rd_quantize(const real[::1] w, double step, Py_ssize_t row, int K, int E, do
                     r0 = m.c0[sig]
                     r1 = m.c1[sig] + (m.c1[N_SIG + cp * 3 + cab] if neg else m.c0[N_SIG + cp * 3 + cab])
                     act = iabs(pk) + amag
-                for c in range(nc):
-                    k = -mg[c] if neg else mg[c]
-                    jn = J[s] + dd[c]
-                    if lam > 0.0:
-                        jn = jn + lam * (r0 if k == 0 else r1 + gt_bits(&m, mg[c], neg, act))
-                    t = TRANS[s][mg[c] & 1] if dq else 0
+                    for c in range(nc):
+                        lc[c] = dd[c] + lam * (r0 if mg[c] == 0 else r1 + gt_bits(&m, mg[c], neg, act))
+                    bcp = bcl
+                    bdp = bdl
+                    best_of_parity(nc, mg, lc, dq, lc, bcp, bdp)
+                for par in range(2 if dq else 1):
+                    c = bcp[par]
+                    if c < 0:
+                        continue
+                    jn = J[s] + bdp[par]
+                    t = TRANS[s][par] if dq else 0
                     if jn < Jn[t]:
                         Jn[t] = jn
                         bn[t] = <uint8_t> (s | (c << 2))
-                        pn[t] = k
+                        pn[t] = -mg[c] if neg else mg[c]
                         p2n[t] = prv[s]
             for t in range(S):
                 J[t] = Jn[t]
@@ -416,8 +552,8 @@ def rd_quantize(const real[::1] w, double step, Py_ssize_t row, int K, int E, do
             c = bp[j * S + t] >> 2
             x = <double> w[j] / step
             q = (s >> 1) if dq else 0
-            candidates(fabs(x), q, dq, zlim, mag0, d0)
-            out[j] = <int32_t> (-mag0[c] if x < 0.0 else mag0[c])
+            k = cand_mag(fabs(x), q, dq, c)
+            out[j] = <int32_t> (-k if x < 0.0 else k)
             t = s
             j -= 1
         # squared error of the reconstruction the decoder will make

@@ -302,6 +302,16 @@ def _candidates(a: float, quant: int, dq: bool, zlim: float):
     return out
 
 
+def _best_of_parity(mags, costs, dq):
+    """[(index, cost)] of the first least-cost candidate of each parity (one class when not dq)."""
+    best = [(-1, math.inf), (-1, math.inf)]
+    for c, (mag, cost) in enumerate(zip(mags, costs)):
+        p = (mag & 1) if dq else 0
+        if best[p][0] < 0 or cost < best[p][1]:
+            best[p] = (c, cost)
+    return best
+
+
 def rd_quantize_reference(w, step: float, row: int, K: int, E: int, lam: float, dq: bool):
     """The search of ``nncodec_ext._trellis.rd_quantize`` in Python: (levels list, error)."""
     xs = [float(v) for v in np.asarray(w).reshape(-1)]
@@ -356,14 +366,20 @@ def rd_quantize_reference(w, step: float, row: int, K: int, E: int, lam: float, 
             if J[s] == inf:
                 continue
             cl = cands[1] if (dq and s >= 2) else cands[0]
-            for c, (mag, d) in enumerate(cl):
-                k = -mag if neg else mag
-                jn = J[s] + d
-                if lam > 0.0:
-                    jn = jn + lam * m.rate(k, prv[s], prv2[s], ab)
-                t = TRANS[s][mag & 1] if dq else 0
+            if lam > 0.0:
+                costs = [d + lam * m.rate(-mag if neg else mag, prv[s], prv2[s], ab) for mag, d in cl]
+            else:
+                costs = [d for _, d in cl]
+            best = _best_of_parity([mag for mag, _ in cl], costs, dq)
+            for par in range(2 if dq else 1):
+                c, cost = best[par]
+                if c < 0:
+                    continue
+                jn = J[s] + cost
+                t = TRANS[s][par] if dq else 0
                 if jn < Jn[t]:
-                    Jn[t], bn[t], pn[t], p2n[t] = jn, s | (c << 2), k, prv[s]
+                    mag = cl[c][0]
+                    Jn[t], bn[t], pn[t], p2n[t] = jn, s | (c << 2), (-mag if neg else mag), prv[s]
         for t in range(S):
             J[t] = Jn[t]
             bp[i][t] = bn[t] if Jn[t] != inf else 255
