@@ -285,6 +285,44 @@ cdef inline double rate_bits(Model *m, int64_t k, int64_t p, int64_t p2, int64_t
         + gt_bits(m, iabs(k), neg, iabs(p) + iabs(ab))
 
 
+cdef inline void dq_best(double a, int quant, double zlim, int *bc, double *bd) noexcept nogil:
+    """``candidates`` followed by ``best_of_parity`` for one quantizer of DQ, in fewer steps
+    (the same choices: candidates kf, kf + 1, then 0; the first of least error per parity)."""
+    cdef int64_t kf
+    cdef double f, dA, dB
+    if a == 0.0:
+        bc[0] = 0
+        bd[0] = 0.0
+        bc[1] = -1
+        bd[1] = INFINITY
+        return
+    if quant == 0:
+        kf = <int64_t> (a * 0.5)
+        f = 2.0 * <double> kf
+    else:
+        kf = <int64_t> ((a + 1.0) * 0.5)
+        f = 2.0 * <double> kf - 1.0
+    if quant == 1 and kf == 0:
+        dA = a * a
+        dB = (a - 1.0) * (a - 1.0)
+    else:
+        dA = (a - f) * (a - f)
+        dB = (a - f - 2.0) * (a - f - 2.0)
+    if (kf & 1) == 0:
+        bc[0] = 0
+        bd[0] = dA
+        bc[1] = 1
+        bd[1] = dB
+    else:
+        bc[1] = 0
+        bd[1] = dA
+        bc[0] = 1
+        bd[0] = dB
+    if kf != 0 and a * a <= zlim and a * a < bd[0]:
+        bc[0] = 2
+        bd[0] = a * a
+
+
 cdef void fast_dq(const real[::1] w, double step, Py_ssize_t n, double zlim, uint8_t *bp,
                   double *Jout) noexcept nogil:
     cdef Py_ssize_t i
@@ -300,13 +338,11 @@ cdef void fast_dq(const real[::1] w, double step, Py_ssize_t n, double zlim, uin
     cdef double bd1[2]
     cdef int nc0, nc1
     cdef uint8_t b0, b1, b2, b3
+    cdef double inv = 1.0 / step
     for i in range(n):
-        x = <double> w[i] / step
-        a = fabs(x)
-        nc0 = candidates(a, 0, True, zlim, mag0, d0)
-        nc1 = candidates(a, 1, True, zlim, mag1, d1)
-        best_of_parity(nc0, mag0, d0, True, d0, bc0, bd0)
-        best_of_parity(nc1, mag1, d1, True, d1, bc1, bd1)
+        a = fabs(<double> w[i] * inv)
+        dq_best(a, 0, zlim, bc0, bd0)
+        dq_best(a, 1, zlim, bc1, bd1)
         # target 0: (state 0, even), (state 1, odd); target 2: (0, odd), (1, even)
         # target 1: (state 2, even), (state 3, odd); target 3: (2, odd), (3, even)
         A = J0 + bd0[0] if bc0[0] >= 0 else INFINITY
@@ -398,6 +434,7 @@ def rd_quantize(const real[::1] w, double step, Py_ssize_t row, int K, int E, do
     cdef int par
     cdef Py_ssize_t n_done
     cdef double zlim = 4.0 + 64.0 * lam
+    cdef double inv = 1.0 / step
     cdef Model m
     cdef uint8_t *bp
     cdef Py_ssize_t learned = 0
@@ -468,7 +505,7 @@ def rd_quantize(const real[::1] w, double step, Py_ssize_t row, int K, int E, do
                 while j >= i - blk:
                     s = bp[j * S + t] & 3
                     c = bp[j * S + t] >> 2
-                    x = <double> w[j] / step
+                    x = (<double> w[j] * inv) if dq else (<double> w[j] / step)
                     q = (s >> 1) if dq else 0
                     k = cand_mag(fabs(x), q, dq, c)
                     out[j] = <int32_t> (-k if x < 0.0 else k)
@@ -479,7 +516,7 @@ def rd_quantize(const real[::1] w, double step, Py_ssize_t row, int K, int E, do
                 if learned >= REFRESH_MIN:
                     refresh(&m)
                     learned = 0
-            x = <double> w[i] / step
+            x = (<double> w[i] * inv) if dq else (<double> w[i] / step)
             a = fabs(x)
             neg = 1 if x < 0.0 else 0
             nc0 = candidates(a, 0, dq, zlim, mag0, d0)
@@ -550,7 +587,7 @@ def rd_quantize(const real[::1] w, double step, Py_ssize_t row, int K, int E, do
         while j >= 0:
             s = bp[j * S + t] & 3
             c = bp[j * S + t] >> 2
-            x = <double> w[j] / step
+            x = (<double> w[j] * inv) if dq else (<double> w[j] / step)
             q = (s >> 1) if dq else 0
             k = cand_mag(fabs(x), q, dq, c)
             out[j] = <int32_t> (-k if x < 0.0 else k)

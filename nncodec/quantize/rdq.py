@@ -331,9 +331,10 @@ def rd_quantize_reference(w, step: float, row: int, K: int, E: int, lam: float, 
     learned = 0
 
     zlim = 4.0 + 64.0 * lam
+    inv = 1.0 / step
 
     def level_at(j, s, c):
-        x = xs[j] / step
+        x = (xs[j] * inv) if dq else (xs[j] / step)
         q = (s >> 1) if dq else 0
         mag = _candidates(abs(x), q, dq, zlim)[c][0]
         return -mag if x < 0.0 else mag
@@ -355,7 +356,7 @@ def rd_quantize_reference(w, step: float, row: int, K: int, E: int, lam: float, 
             if learned >= REFRESH_MIN:
                 m.refresh()
                 learned = 0
-        x = xs[i] / step
+        x = (xs[i] * inv) if dq else (xs[i] / step)  # DQ: a product, cheaper; uniform: as rint(w / step)
         a = abs(x)
         neg = x < 0.0
         cands = [_candidates(a, 0, dq, zlim), _candidates(a, 1, dq, zlim) if dq else None]
