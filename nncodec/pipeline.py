@@ -362,9 +362,7 @@ def rd_step_reaching(tensors, target: float, settings: Settings, tol: float = 0.
         step = math.exp(ls)
         err = 0.0
         for w, r, d in tensors:
-            # without RDOQ's acceptance test: where it keeps plain rounding instead, the
-            # error only gets smaller, so the step found still reaches the target
-            levels, e = _rd_levels(w, step, r, settings, guard=False)
+            levels, e = _rd_levels(w, step, r, settings)
             if not exact and d != "float64":
                 x = w.astype(np.float64)
                 dv = x - _stored(_rdq.reconstruct(levels, step, settings.dq), d)
