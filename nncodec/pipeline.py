@@ -31,6 +31,7 @@ reaching ``small_snr`` dB.
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
@@ -324,10 +325,24 @@ _DB_PER_LOG_STEP = 20.0 / math.log(10.0)  # weight SNR falls ~8.7 dB per unit of
 _DQ_START = 10.0 ** (-4.7 / 20.0)
 
 
+# The levels of every weight tensor at the step rd_step_reaching returned last, so that
+# encoding does not search them a second time: {(lambda, dq, step): {tensor key: (levels, error)}}
+_RD_CACHE: dict = {}
+
+
+def _tensor_key(w: np.ndarray, row: int) -> tuple:
+    return (w.size, row, w.dtype.str, zlib.crc32(memoryview(np.ascontiguousarray(w)).cast("B")))
+
+
 def _rd_levels(w: np.ndarray, step: float, row: int, settings: Settings, name: str = "",
                guard: bool = True):
     """(levels, squared error in binary64) of a weight tensor ``w`` (1-D, coding order)
     from the rate-distortion search of ``settings`` (RDOQ and/or DQ)."""
+    cached = _RD_CACHE.get((settings.rd_lam, settings.dq, float(step)))
+    if cached:
+        hit = cached.pop(_tensor_key(w, row), None)
+        if hit is not None:
+            return hit
     if w.size:
         top = float(np.max(np.abs(w))) / step
         if top > 2**31 - 1:
@@ -358,11 +373,15 @@ def rd_step_reaching(tensors, target: float, settings: Settings, tol: float = 0.
     plain = step_for_snr_many([w for w, _, _ in tensors], target)
     exact = all(d == "float64" for _, _, d in tensors)
 
+    found = {}
+
     def snr(ls: float) -> float:
         step = math.exp(ls)
         err = 0.0
+        found.clear()
         for w, r, d in tensors:
             levels, e = _rd_levels(w, step, r, settings)
+            found[_tensor_key(w, r)] = (levels, e)
             if not exact and d != "float64":
                 x = w.astype(np.float64)
                 dv = x - _stored(_rdq.reconstruct(levels, step, settings.dq), d)
@@ -373,11 +392,21 @@ def rd_step_reaching(tensors, target: float, settings: Settings, tol: float = 0.
     aim = target + tol / 2.0
     ls = math.log(plain * (_DQ_START if settings.dq else 1.0))
     ok, bad = [], []
+    _RD_CACHE.clear()
+
+    def keep(ls: float) -> float:  # the levels of the step returned, for the encoder
+        step = float(math.exp(ls))
+        if found and found_ls[0] == ls:
+            _RD_CACHE[(settings.rd_lam, settings.dq, step)] = dict(found)
+        return step
+
+    found_ls = [None]
     for _ in range(14):
         v = snr(ls)
+        found_ls[0] = ls
         (ok if v >= target else bad).append((ls, v))
         if target <= v <= target + tol:
-            return float(math.exp(ls))
+            return keep(ls)
         lo = max(ok) if ok else None
         hi = min(bad) if bad else None
         if lo is not None and hi is not None:
@@ -393,13 +422,14 @@ def rd_step_reaching(tensors, target: float, settings: Settings, tol: float = 0.
             base = lo if lo is not None else hi
             ls = base[0] + (min(base[1], 1e3) - aim) / _DB_PER_LOG_STEP
     if ok:
-        return float(math.exp(max(ok)[0]))
+        return keep(max(ok)[0])
     ls = min(bad)[0]
     for _ in range(200):  # not reached yet: shrink until it is
         ls -= 0.05
+        found_ls[0] = ls
         if snr(ls) >= target:
             break
-    return float(math.exp(ls))
+    return keep(ls)
 
 
 def dtype_name(array) -> str:
