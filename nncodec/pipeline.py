@@ -344,7 +344,7 @@ def _rd_levels(w: np.ndarray, step: float, row: int, settings: Settings, name: s
         if hit is not None:
             return hit
     if w.size:
-        top = float(np.max(np.abs(w))) / step
+        top = max(float(w.max()), -float(w.min())) / step
         if top > 2**31 - 1:
             raise ValueError(f"tensor {name!r}: step {step:g} is too small for its range "
                              f"(levels beyond int32); use a larger step or lower SNR")
@@ -375,19 +375,31 @@ def rd_step_reaching(tensors, target: float, settings: Settings, tol: float = 0.
 
     found = {}
 
-    def snr(ls: float) -> float:
+    def snr(ls: float, stored: tuple = ("float16", "bfloat16")) -> float:
         step = math.exp(ls)
         err = 0.0
         found.clear()
         for w, r, d in tensors:
             levels, e = _rd_levels(w, step, r, settings)
             found[_tensor_key(w, r)] = (levels, e)
-            if not exact and d != "float64":
+            if d in stored:  # the error after rounding to the stored dtype
                 x = w.astype(np.float64)
                 dv = x - _stored(_rdq.reconstruct(levels, step, settings.dq), d)
                 e = float(np.dot(dv, dv))
             err += e
         return math.inf if err == 0.0 else 10.0 * math.log10(signal / err)
+
+    def checked(ls: float) -> float:
+        # float32 storage is left out of the search (its rounding changes the SNR by far less
+        # than the tolerance); the step returned is checked with it, and made smaller if needed
+        if exact or all(d in ("float16", "bfloat16", "float64") for _, _, d in tensors):
+            return keep(ls)
+        for _ in range(50):
+            found_ls[0] = ls
+            if snr(ls, ("float32", "float16", "bfloat16")) >= target:
+                break
+            ls += math.log(0.99)
+        return keep(ls)
 
     aim = target + tol / 2.0
     ls = math.log(plain * (_DQ_START if settings.dq else 1.0))
@@ -406,7 +418,7 @@ def rd_step_reaching(tensors, target: float, settings: Settings, tol: float = 0.
         found_ls[0] = ls
         (ok if v >= target else bad).append((ls, v))
         if target <= v <= target + tol:
-            return keep(ls)
+            return checked(ls)
         lo = max(ok) if ok else None
         hi = min(bad) if bad else None
         if lo is not None and hi is not None:
@@ -422,14 +434,14 @@ def rd_step_reaching(tensors, target: float, settings: Settings, tol: float = 0.
             base = lo if lo is not None else hi
             ls = base[0] + (min(base[1], 1e3) - aim) / _DB_PER_LOG_STEP
     if ok:
-        return keep(max(ok)[0])
+        return checked(max(ok)[0])
     ls = min(bad)[0]
     for _ in range(200):  # not reached yet: shrink until it is
         ls -= 0.05
         found_ls[0] = ls
         if snr(ls) >= target:
             break
-    return keep(ls)
+    return checked(ls)
 
 
 def dtype_name(array) -> str:

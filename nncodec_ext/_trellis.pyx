@@ -584,30 +584,26 @@ def rd_quantize(const real[::1] w, double step, Py_ssize_t row, int K, int E, do
                 best = s
         t = best
         j = n - 1
+        err = 0.0   # squared error of the reconstruction the decoder will make, summed from the end
         while j >= 0:
             s = bp[j * S + t] & 3
             c = bp[j * S + t] >> 2
             x = (<double> w[j] * inv) if dq else (<double> w[j] / step)
             q = (s >> 1) if dq else 0
             k = cand_mag(fabs(x), q, dq, c)
-            out[j] = <int32_t> (-k if x < 0.0 else k)
-            t = s
-            j -= 1
-        # squared error of the reconstruction the decoder will make
-        err = 0.0
-        st = 0
-        for i in range(n):
-            k = out[i]
-            if dq and st >= 2:
+            if x < 0.0:
+                k = -k
+            out[j] = <int32_t> k
+            if dq and q == 1:
                 v = <double> (2 * k - (1 if k > 0 else (-1 if k < 0 else 0))) * step
             elif dq:
                 v = <double> (2 * k) * step
             else:
                 v = <double> k * step
-            rr = <double> w[i] - v
+            rr = <double> w[j] - v
             err = err + rr * rr
-            if dq:
-                st = TRANS[st][iabs(k) & 1]
+            t = s
+            j -= 1
     free(m.a); free(m.b); free(m.n); free(m.c0); free(m.c1); free(m.p1); free(m.g0); free(bp)
     return err
 

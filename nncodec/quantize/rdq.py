@@ -387,20 +387,20 @@ def rd_quantize_reference(w, step: float, row: int, K: int, E: int, lam: float, 
             if Jn[t] != inf:
                 prv[t], prv2[t] = pn[t], p2n[t]
     best = min(range(S), key=lambda s: (J[s], s))
-    trace(best, n - 1, 0)
-    err, st = 0.0, 0
-    for i in range(n):
-        k = out[i]
-        if dq and st >= 2:
+    t, err = best, 0.0
+    for j in range(n - 1, -1, -1):  # the final path, and its squared error summed from the end
+        s, c = bp[j][t] & 3, bp[j][t] >> 2
+        k = level_at(j, s, c)
+        out[j] = k
+        if dq and (s >> 1) == 1:
             v = float(2 * k - (1 if k > 0 else (-1 if k < 0 else 0))) * step
         elif dq:
             v = float(2 * k) * step
         else:
             v = float(k) * step
-        rr = xs[i] - v
+        rr = xs[j] - v
         err = err + rr * rr
-        if dq:
-            st = TRANS[st][abs(k) & 1]
+        t = s
     return out, err
 
 
