@@ -275,3 +275,14 @@ def test_cli_flags(tmp_path):
     assert r.exit_code == 2 and "--method uniform" in r.output
     r = runner.invoke(main, ["encode", "--help"])
     assert "--dq" in r.output and "--rdoq" in r.output and "--lambda" in r.output
+
+
+def test_bad_inputs_raise_value_errors():
+    with pytest.raises(ValueError, match="NaN or inf"):
+        rdq.rd_quantize(np.array([1.0, np.nan]), 0.1, dq=True)
+    with pytest.raises(ValueError, match="too small"):
+        rdq.rd_quantize(np.array([1e10, 0.0]), 1e-3)
+    with pytest.raises(ValueError, match="step"):
+        rdq.rd_quantize(np.ones(3), 0.0)
+    with pytest.raises(ValueError, match="lambda"):
+        rdq.rd_quantize(np.ones(3), 0.1, lam=-1.0)
