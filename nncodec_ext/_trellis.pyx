@@ -345,38 +345,22 @@ cdef void fast_dq(const real[::1] w, double step, Py_ssize_t n, double zlim, uin
         dq_best(a, 1, zlim, bc1, bd1)
         # target 0: (state 0, even), (state 1, odd); target 2: (0, odd), (1, even)
         # target 1: (state 2, even), (state 3, odd); target 3: (2, odd), (3, even)
-        A = J0 + bd0[0] if bc0[0] >= 0 else INFINITY
-        B = J1 + bd0[1] if bc0[1] >= 0 else INFINITY
-        if B < A:
-            n0 = B
-            b0 = <uint8_t> (1 | (bc0[1] << 2))
-        else:
-            n0 = A
-            b0 = <uint8_t> (0 | (bc0[0] << 2))
-        A = J0 + bd0[1] if bc0[1] >= 0 else INFINITY
-        B = J1 + bd0[0] if bc0[0] >= 0 else INFINITY
-        if B < A:
-            n2 = B
-            b2 = <uint8_t> (1 | (bc0[0] << 2))
-        else:
-            n2 = A
-            b2 = <uint8_t> (0 | (bc0[1] << 2))
-        A = J2 + bd1[0] if bc1[0] >= 0 else INFINITY
-        B = J3 + bd1[1] if bc1[1] >= 0 else INFINITY
-        if B < A:
-            n1 = B
-            b1 = <uint8_t> (3 | (bc1[1] << 2))
-        else:
-            n1 = A
-            b1 = <uint8_t> (2 | (bc1[0] << 2))
-        A = J2 + bd1[1] if bc1[1] >= 0 else INFINITY
-        B = J3 + bd1[0] if bc1[0] >= 0 else INFINITY
-        if B < A:
-            n3 = B
-            b3 = <uint8_t> (3 | (bc1[0] << 2))
-        else:
-            n3 = A
-            b3 = <uint8_t> (2 | (bc1[1] << 2))
+        A = J0 + bd0[0]
+        B = J1 + bd0[1]
+        n0 = B if B < A else A
+        b0 = <uint8_t> ((1 | (bc0[1] << 2)) if B < A else (bc0[0] << 2))
+        A = J0 + bd0[1]
+        B = J1 + bd0[0]
+        n2 = B if B < A else A
+        b2 = <uint8_t> ((1 | (bc0[0] << 2)) if B < A else (bc0[1] << 2))
+        A = J2 + bd1[0]
+        B = J3 + bd1[1]
+        n1 = B if B < A else A
+        b1 = <uint8_t> ((3 | (bc1[1] << 2)) if B < A else (2 | (bc1[0] << 2)))
+        A = J2 + bd1[1]
+        B = J3 + bd1[0]
+        n3 = B if B < A else A
+        b3 = <uint8_t> ((3 | (bc1[0] << 2)) if B < A else (2 | (bc1[1] << 2)))
         J0 = n0
         J1 = n1
         J2 = n2
@@ -585,6 +569,20 @@ def rd_quantize(const real[::1] w, double step, Py_ssize_t row, int K, int E, do
         t = best
         j = n - 1
         err = 0.0   # squared error of the reconstruction the decoder will make, summed from the end
+        while dq and j >= 0:
+            # DQ: the same as the general loop below, without branches on the data
+            s = bp[j * S + t] & 3
+            c = bp[j * S + t] >> 2
+            x = <double> w[j] * inv
+            q = s >> 1
+            k = (<int64_t> ((fabs(x) + <double> q) * 0.5) + c) if c != 2 else 0
+            k = -k if x < 0.0 else k
+            out[j] = <int32_t> k
+            v = <double> (2 * k - q * ((k > 0) - (k < 0))) * step
+            rr = <double> w[j] - v
+            err = err + rr * rr
+            t = s
+            j -= 1
         while j >= 0:
             s = bp[j * S + t] & 3
             c = bp[j * S + t] >> 2
