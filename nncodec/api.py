@@ -103,7 +103,9 @@ def encode(tensors: Mapping[str, Any], *, metadata: Optional[Mapping[str, str]] 
     (``"cabac"`` or ``"constriction"``), ``lossless``; ``method`` (``"uniform"``,
     ``"fixed"``, ``"kmeans"``, ``"pq"``, ``"rq"``, ``"binary"``, ``"ternary"``) with
     ``bits``/``il``/``fl``/``rounding``, ``k``, ``pq_dim``, ``rq_stages``...; ``prune``
-    (fraction), ``prune_scope`` (``"tensor"``/``"global"``), ``prune_structured``.
+    (fraction), ``prune_scope`` (``"tensor"``/``"global"``), ``prune_structured``; ``rdoq``,
+    ``dq`` and ``rd_lambda`` (rate-distortion optimized / dependent quantization of the weights,
+    ``nncodec.quantize.rdq``).
     """
     s = _settings(settings, kwargs)
     return container.pack(_records(tensors, s, dtypes or {}, progress), _metadata(metadata, s))
