@@ -290,6 +290,8 @@ _CHUNK = 1 << 16
 def _stored_sq(w: np.ndarray, step: float, dtype: str) -> tuple[float, float]:
     """(sum w^2, squared error of the decoded tensor, rounding to ``dtype`` included),
     in chunks: memory stays bounded whatever the tensor's size."""
+    if _quant is not None and dtype == "float32" and w.dtype in (np.float32, np.float64):
+        return _quant.sq_error_f32(np.ascontiguousarray(w).reshape(-1), float(step))  # one pass
     sig = err = 0.0
     for start in range(0, w.size, _CHUNK):
         x = w[start:start + _CHUNK].astype(np.float64)
