@@ -288,7 +288,7 @@ tensors, computed from the decoded arrays. nncodec's target-SNR points search on
 model with the quantizer in the loop (every evaluation runs the trellis over all weights), so
 their encode times include that search; the QP table gives the time of one pass at a fixed step.
 
-    python bench/bench_rd.py                 # about 15 min here -> results/rd.json, results/rd_rate_snr.png, this section
+    python bench/bench_rd.py                 # about 8 min here (load 2) -> results/rd.json, results/rd_rate_snr.png, this section
     python bench/bench_rd.py --quick         # digits only, writes under /tmp
     python bench/bench_rd.py --from-json bench/results/rd.json
 
