@@ -53,7 +53,7 @@ VARIANTS = {  # name -> (label, settings)
     "dq": ("DQ", {"dq": True}),
     "dq_rdoq": ("DQ + RDOQ", {"dq": True, "rdoq": True}),
 }
-QP_VARIANTS = ("plain", "dq", "dq_rdoq")
+QP_VARIANTS = ("plain", "rdoq", "dq", "dq_rdoq")
 LAMBDAS = (0.03, 0.06, 0.12, 0.2, 0.3, 0.5)
 TARGET_SIZE_PCT = 95.0       # at equal weight SNR, <= 95% of NNCodec DQ on
 TARGET_SPEEDUP = 10.0        # trellis encode >= 10x NNCodec's (DQ on)
@@ -129,6 +129,7 @@ def analyse(m: dict) -> dict:
             if o:
                 row[f"{v}_encode_s"] = o[0]["encode_s"]
                 row[f"{v}_snr"] = o[0]["snr_db_weights"]
+                row[f"{v}_bits"] = o[0]["bits_per_weight"]
                 row[f"{v}_speedup_vs_ref_on"] = bp._ratio(p["encode_s"], o[0]["encode_s"])
         qp_rows.append(row)
     best = [r["dq_rdoq_vs_ref_on_pct"] for r in rows if r["dq_rdoq_vs_ref_on_pct"] is not None]
@@ -239,8 +240,9 @@ def render(res: dict) -> str:
                              f"{_f(r[v + '_speedup_vs_ref_on'], '{:.1f}x')} |")
         lines += ["", "At NNCodec's QPs (one fixed step, no search; the same step 2^(qp/4) for both codecs): "
                   "weight SNR and encode seconds, and NNCodec DQ on's encode time over ours.", "",
-                  "| qp | NNCodec DQ on dB / s | plain dB / s | DQ dB / s (speed-up) | DQ + RDOQ dB / s (speed-up) |",
-                  "|---:|---:|---:|---:|---:|"]
+                  "| qp | NNCodec DQ on dB / s | plain dB / s | RDOQ dB / s (speed-up) | DQ dB / s (speed-up) | "
+                  "DQ + RDOQ dB / s (speed-up) |",
+                  "|---:|---:|---:|---:|---:|---:|"]
         for r in m["equal_qp"]:
             cells = [f"{r['ref_on_snr']:.2f} / {r['ref_on_encode_s']:.2f}"]
             for v in QP_VARIANTS:
@@ -252,6 +254,15 @@ def render(res: dict) -> str:
                     c += f" ({r[v + '_speedup_vs_ref_on']:.1f}x)"
                 cells.append(c)
             lines.append(f"| {r['qp']} | " + " | ".join(cells) + " |")
+        lines += ["", "Real size at equal step (the same QPs): bits per weight, and RDOQ's size in % of "
+                  "plain rounding and DQ + RDOQ's in % of DQ (the weight SNRs are in the table above).", "",
+                  "| qp | plain | RDOQ | RDOQ % of plain | DQ | DQ + RDOQ | DQ + RDOQ % of DQ |",
+                  "|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in m["equal_qp"]:
+            b = {v: r.get(f"{v}_bits") for v in QP_VARIANTS}
+            lines.append(f"| {r['qp']} | {_f(b['plain'], '{:.4f}')} | {_f(b['rdoq'], '{:.4f}')} | "
+                         f"{_f(bp._pct(b['rdoq'], b['plain']), '{:.2f}')} | {_f(b['dq'], '{:.4f}')} | "
+                         f"{_f(b['dq_rdoq'], '{:.4f}')} | {_f(bp._pct(b['dq_rdoq'], b['dq']), '{:.2f}')} |")
         if m.get("lambda_sweep"):
             base = {r["dq"]: r["bits_per_weight"] for r in m["lambda_sweep"] if r["lambda"] == 0.0}
             lines += ["", "Lambda sweep at 30 dB (bits per weight; in brackets: % of the same quantizer at lambda 0):",
@@ -277,7 +288,7 @@ tensors, computed from the decoded arrays. nncodec's target-SNR points search on
 model with the quantizer in the loop (every evaluation runs the trellis over all weights), so
 their encode times include that search; the QP table gives the time of one pass at a fixed step.
 
-    python bench/bench_rd.py                 # about 15 min here -> results/rd.json, results/rd_rate_snr.png, this section
+    python bench/bench_rd.py                 # about 8 min here (load 2) -> results/rd.json, results/rd_rate_snr.png, this section
     python bench/bench_rd.py --quick         # digits only, writes under /tmp
     python bench/bench_rd.py --from-json bench/results/rd.json
 

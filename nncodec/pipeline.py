@@ -311,19 +311,33 @@ def _step_reaching(w: np.ndarray, target: float, dtype: str) -> float:
 
     ``step_for_snr`` meets the target in exact arithmetic; storing the values as
     float32 / float16 / bfloat16 adds a little noise, so the step shrinks by 1%
-    at a time until the stored result meets it too (or stops improving, when
-    the dtype's own precision is the limit)."""
+    at a time until the stored result meets it too. Should the SNR stop
+    improving first (with few distinct values it is far from monotonic in the
+    step: a step found for the target exactly can miss it by 1e-5 dB after
+    rounding to float32, and the next shrink miss it by more), the steps that
+    meet a slightly higher target in exact arithmetic (+0.0001 to +1 dB) are
+    tried; when the dtype's own precision is the limit, the step of the best
+    SNR seen is returned."""
     step = step_for_snr(w, target)
     if w.size == 0 or dtype == "float64" or not np.any(w):
         return step
-    best_snr = -math.inf
+    best_snr, best_step = -math.inf, step
     for _ in range(50):
         snr = _stored_snr(w, step, dtype)
-        if snr >= target or snr <= best_snr:
+        if snr >= target:
+            return float(step)
+        if snr <= best_snr:
             break
-        best_snr = snr
+        best_snr, best_step = snr, step
         step *= 0.99
-    return float(step)
+    for margin in (1e-4, 1e-3, 1e-2, 0.1, 1.0):
+        s = step_for_snr(w, target + margin)
+        snr = _stored_snr(w, s, dtype)
+        if snr >= target:
+            return float(s)
+        if snr > best_snr:
+            best_snr, best_step = snr, s
+    return float(best_step)
 
 
 _DB_PER_LOG_STEP = 20.0 / math.log(10.0)  # weight SNR falls ~8.7 dB per unit of ln(step)

@@ -12,10 +12,13 @@ One routine, ``rd_quantize``, does both:
   zero), the parity of each level drives the state machine; a Viterbi search
   over the whole tensor in coding order minimizes the same cost.
 
-The rate model follows the CABAC coder's binarization (sig, sign, K
-greater-than flags, Exp-Golomb remainder of order E) and its context choice
-(previous two levels, level one row up). Its context probabilities adapt like
-the coder's, block by block (a block is a row, or 256 levels without rows):
+The rate model follows the CABAC coder's binarization (payload version 2: sig,
+sign, K greater-than flags, Exp-Golomb classes of order E with context-coded
+prefix and top two offset bits, the other offset bits bypass) and its context
+choice (previous level, level one row up, running mean ``ew`` of the row's
+magnitudes; each state of the search carries its own previous level and ew),
+with the coder's K, E, adaptation shifts and initial states (prior tables when
+init = 1). Its context probabilities adapt like the coder's, block by block (a block is a row, or 256 levels without rows):
 the costs are frozen while a block is searched, then the model learns from the
 block's levels on the path that is best at that moment. It is an estimate;
 the coder measures the real size.
@@ -31,12 +34,33 @@ ctypedef fused real:
     float
     double
 
-DEF N_SIG = 18
+DEF N_SIG = 24
 DEF N_SIGN = 9
-DEF N_GTC = 6
-DEF MAXK = 64
+DEF N_MC = 3
+DEF N_POS = 16
+DEF MAXK = 7
 DEF ONE30 = 1073741824
 DEF REFRESH_MIN = 64
+DEF T_CAP = 1099511627776
+
+# the coder's prior tables (formats/cabac-v1.md, section 5), P(bin = 0) in 1/256
+cdef int SIG_PRIOR[24]
+SIG_PRIOR[:] = [86, 57, 50, 36, 71, 55, 27, 23, 51, 29, 25, 16,
+                61, 44, 39, 39, 40, 58, 27, 17, 28, 30, 24, 14]
+cdef int GT_PRIOR[2][3]
+GT_PRIOR[0][:] = [104, 68, 31]
+GT_PRIOR[1][:] = [62, 58, 23]
+cdef int PREFIX_PRIOR[4][3]
+PREFIX_PRIOR[0][:] = [127, 112, 96]
+PREFIX_PRIOR[1][:] = [186, 172, 158]
+PREFIX_PRIOR[2][:] = [231, 205, 152]
+PREFIX_PRIOR[3][:] = [245, 175, 152]
+cdef int SUFFIX_PRIOR[5][3]
+SUFFIX_PRIOR[0][:] = [141, 134, 135]
+SUFFIX_PRIOR[1][:] = [164, 145, 147]
+SUFFIX_PRIOR[2][:] = [203, 170, 171]
+SUFFIX_PRIOR[3][:] = [221, 194, 174]
+SUFFIX_PRIOR[4][:] = [229, 195, 195]
 
 cdef int TRANS[4][2]
 TRANS[0][0] = 0
@@ -52,14 +76,18 @@ TRANS[3][1] = 1
 cdef struct Model:
     int K
     int E
+    int fast        # the coder's adaptation shifts
+    int slow
+    int gt          # first context of each kind (the coder's numbering)
+    int pre
+    int suf
     int nctx
+    int64_t ew      # the coder's running row mean (x4), carried between learned blocks
     int64_t *a
     int64_t *b
     int32_t *n
     double *c0      # cost of bin 0 per context, bits
     double *c1      # cost of bin 1
-    double *p1      # [neg][cls][j], j = 0..K: sum over i = 1..j of c1(gt(i, neg, cls))
-    double *g0      # [neg][cls][j]: c0(gt(j, neg, cls))
     const double *table   # 4096 entries: -log2 of a 16-bit probability, by p >> 4
 
 
@@ -89,94 +117,115 @@ for _wi in range(1024):
 cdef inline void ctx_update(Model *m, int i, int bit) noexcept nogil:
     cdef int w = WARM[m.n[i]]
     cdef int64_t t = 0 if bit else ONE30
-    cdef int sa = w if w < 8 else 8
-    cdef int sb = w if w < 11 else 11
+    cdef int sa = w if w < m.fast else m.fast
+    cdef int sb = w if w < m.slow else m.slow
     m.a[i] = m.a[i] + ((t - m.a[i]) >> sa)
     m.b[i] = m.b[i] + ((t - m.b[i]) >> sb)
     if m.n[i] < 1023:
         m.n[i] += 1
 
 
-cdef inline int gt_class(int64_t act, int64_t k) noexcept nogil:
-    if act < k:
+cdef inline int mag_class(int64_t s, int64_t t) noexcept nogil:
+    """The coder's context class of activity s against the magnitude t a bin tests."""
+    if 2 * s < 3 * t:
         return 0
-    if act <= 2 * k:
+    if s <= 3 * t:
         return 1
     return 2
 
 
 cdef void refresh(Model *m) noexcept nogil:
-    cdef int i, neg, c, j, K = m.K
+    cdef int i
     cdef int64_t p0
-    cdef double s
     for i in range(m.nctx):
         p0 = ((m.a[i] + m.b[i]) >> 15) | 1
         m.c0[i] = m.table[p0 >> 4]
         m.c1[i] = m.table[(65536 - p0) >> 4]
-    for neg in range(2):
-        for c in range(3):
-            s = 0.0
-            m.p1[(neg * 3 + c) * (K + 1)] = 0.0
-            m.g0[(neg * 3 + c) * (K + 1)] = 0.0
-            for j in range(1, K + 1):
-                i = N_SIG + N_SIGN + (j - 1) * N_GTC + neg * 3 + c
-                s = s + m.c1[i]
-                m.p1[(neg * 3 + c) * (K + 1) + j] = s
-                m.g0[(neg * 3 + c) * (K + 1) + j] = m.c0[i]
 
 
 cdef inline int64_t imin(int64_t a, int64_t b) noexcept nogil:
     return a if a < b else b
 
 
-cdef inline double gt_bits(Model *m, int64_t mag, int neg, int64_t act) noexcept nogil:
-    """Greater-than flags and Exp-Golomb remainder of a level of magnitude mag >= 1."""
+cdef double mag_bits(Model *m, int64_t mag, int64_t s) noexcept nogil:
+    """Greater-than flags and Exp-Golomb remainder of a magnitude >= 1 at activity s."""
     cdef int K = m.K
-    cdef int64_t ones = imin(mag - 1, K)
-    cdef int64_t h2 = (act - 1) // 2 if act >= 1 else 0
-    cdef int64_t h1 = act
-    cdef const double *P0 = m.p1 + (neg * 3 + 0) * (K + 1)
-    cdef const double *P1 = m.p1 + (neg * 3 + 1) * (K + 1)
-    cdef const double *P2 = m.p1 + (neg * 3 + 2) * (K + 1)
-    cdef int64_t a2 = imin(ones, h2)
-    cdef int64_t a1 = imin(ones, h1)
-    cdef double bits = P2[a2] + (P1[a1] - P1[a2]) + (P0[ones] - P0[a1])
-    cdef int64_t v, e
-    if mag <= K:
-        bits = bits + m.g0[(neg * 3 + gt_class(act, mag)) * (K + 1) + mag]
-    else:
-        v = mag - K - 1
-        e = m.E
-        while v >= ((<int64_t> 1) << e):
-            v -= (<int64_t> 1) << e
-            e += 1
-        bits = bits + <double> (2 * (e - m.E) + 1 + m.E)
+    cdef double bits = 0.0
+    cdef int64_t k = 1, r, e, j, t, b1, b2
+    cdef int i
+    while k <= K:
+        i = m.gt + <int> (k - 1) * N_MC + mag_class(s, k)
+        if mag > k:
+            bits = bits + m.c1[i]
+            k += 1
+        else:
+            return bits + m.c0[i]
+    r = mag - K - 1
+    e = m.E
+    j = 0
+    t = K + 1 + ((<int64_t> 1) << e)
+    while r >= ((<int64_t> 1) << e):
+        bits = bits + m.c1[m.pre + <int> j * N_MC + mag_class(s, t)]
+        r -= (<int64_t> 1) << e
+        e += 1
+        j = imin(j + 1, N_POS - 1)
+        t = imin(t + ((<int64_t> 1) << e), T_CAP)
+    bits = bits + m.c0[m.pre + <int> j * N_MC + mag_class(s, t)]
+    if e > 0:
+        b1 = (r >> (e - 1)) & 1
+        bits = bits + (m.c1[m.suf + <int> j * 3] if b1 else m.c0[m.suf + <int> j * 3])
+        if e > 1:
+            b2 = (r >> (e - 2)) & 1
+            i = m.suf + <int> (j * 3 + 1 + b1)
+            bits = bits + (m.c1[i] if b2 else m.c0[i])
+            bits = bits + <double> (e - 2)
     return bits
 
 
 cdef void learn(Model *m, const int32_t *lv, Py_ssize_t start, Py_ssize_t stop, Py_ssize_t row) noexcept nogil:
-    """Adapt the contexts to the levels lv[start:stop] as the coder would code them."""
+    """Adapt the contexts to the levels lv[start:stop] as the coder codes them."""
     cdef Py_ssize_t j
-    cdef int64_t q, p, p2, ab, mag, act, k
-    cdef int neg, flag
+    cdef int64_t q, p, ab, mag, k, s, r, e, jj, t, b1
+    cdef int64_t ew = m.ew
+    cdef int flag
     for j in range(start, stop):
+        if row > 0 and j % row == 0:
+            ew = 0
         q = lv[j]
         p = lv[j - 1] if j >= 1 else 0
-        p2 = lv[j - 2] if j >= 2 else 0
         ab = lv[j - row] if (row > 0 and j >= row) else 0
-        ctx_update(m, (cls(p) * 2 + (1 if p2 != 0 else 0)) * 3 + <int> imin(iabs(ab), 2), 1 if q != 0 else 0)
+        s = (ew >> 2) + iabs(ab) + iabs(p)
+        ctx_update(m, ((1 if p != 0 else 0) * 3 + <int> imin(iabs(ab), 2)) * 4 + <int> imin(ew >> 2, 3),
+                   1 if q != 0 else 0)
+        mag = iabs(q)
         if q != 0:
-            neg = 1 if q < 0 else 0
-            ctx_update(m, N_SIG + cls(p) * 3 + cls(ab), neg)
-            mag = iabs(q)
-            act = iabs(p) + iabs(ab)
+            ctx_update(m, N_SIG + cls(p) * 3 + cls(ab), 1 if q < 0 else 0)
             k = 1
             while k <= m.K:
                 flag = 1 if mag > k else 0
-                ctx_update(m, N_SIG + N_SIGN + <int> (k - 1) * N_GTC + neg * 3 + gt_class(act, k), flag)
+                ctx_update(m, m.gt + <int> (k - 1) * N_MC + mag_class(s, k), flag)
                 if not flag:
                     break
                 k += 1
+            if mag > m.K:
+                r = mag - m.K - 1
+                e = m.E
+                jj = 0
+                t = m.K + 1 + ((<int64_t> 1) << e)
+                while r >= ((<int64_t> 1) << e):
+                    ctx_update(m, m.pre + <int> jj * N_MC + mag_class(s, t), 1)
+                    r -= (<int64_t> 1) << e
+                    e += 1
+                    jj = imin(jj + 1, N_POS - 1)
+                    t = imin(t + ((<int64_t> 1) << e), T_CAP)
+                ctx_update(m, m.pre + <int> jj * N_MC + mag_class(s, t), 0)
+                if e > 0:
+                    b1 = (r >> (e - 1)) & 1
+                    ctx_update(m, m.suf + <int> jj * 3, <int> b1)
+                    if e > 1:
+                        ctx_update(m, m.suf + <int> (jj * 3 + 1 + b1), <int> ((r >> (e - 2)) & 1))
+        ew = ew + mag - (ew >> 2)
+    m.ew = ew
 
 
 cdef inline int candidates(double a, int quant, bint dq, double zlim, int64_t *mag, double *dist) noexcept nogil:
@@ -274,17 +323,6 @@ cdef inline void best_of_parity(int nc, const int64_t *mag, const double *cost, 
             bd[p] = cost[c]
 
 
-cdef inline double rate_bits(Model *m, int64_t k, int64_t p, int64_t p2, int64_t ab) noexcept nogil:
-    cdef int cp = cls(p)
-    cdef int sig = (cp * 2 + (1 if p2 != 0 else 0)) * 3 + <int> imin(iabs(ab), 2)
-    cdef int neg
-    if k == 0:
-        return m.c0[sig]
-    neg = 1 if k < 0 else 0
-    return m.c1[sig] + (m.c1[N_SIG + cp * 3 + cls(ab)] if neg else m.c0[N_SIG + cp * 3 + cls(ab)]) \
-        + gt_bits(m, iabs(k), neg, iabs(p) + iabs(ab))
-
-
 cdef inline void dq_best(double a, int quant, double zlim, int *bc, double *bd) noexcept nogil:
     """``candidates`` followed by ``best_of_parity`` for one quantizer of DQ, in fewer steps
     (the same choices: candidates kf, kf + 1, then 0; the first of least error per parity)."""
@@ -375,12 +413,12 @@ cdef void fast_dq(const real[::1] w, double step, Py_ssize_t n, double zlim, uin
     Jout[3] = J3
 
 
-def rd_quantize(const real[::1] w, double step, Py_ssize_t row, int K, int E, double lam,
-                bint dq, const double[::1] table, int32_t[::1] out):
+def rd_quantize(const real[::1] w, double step, Py_ssize_t row, int K, int E, int rates, int init,
+                double lam, bint dq, const double[::1] table, int32_t[::1] out):
     """Choose the levels of ``w`` (coding order) into ``out``; see the module docstring.
 
-    ``row``: row length for the level-above context (0: none); ``K``, ``E``: the
-    binarization the rate model assumes; ``lam``: weight of the rate in units of
+    ``row``: row length for the level-above context (0: none); ``K``, ``E``,
+    ``rates`` (fast | slow << 4) and ``init``: the coder parameters the rate model assumes; ``lam``: weight of the rate in units of
     step**2 per bit (0: distortion only); ``table``: cost in bits of a 16-bit
     probability p, indexed by p >> 4 (4096 doubles). Returns the squared error
     sum((w - reconstruction)**2) in the units of w."""
@@ -399,9 +437,9 @@ def rd_quantize(const real[::1] w, double step, Py_ssize_t row, int K, int E, do
     cdef double J[4]
     cdef double Jn[4]
     cdef int64_t prv[4]
-    cdef int64_t prv2[4]
+    cdef int64_t ew[4]
     cdef int64_t pn[4]
-    cdef int64_t p2n[4]
+    cdef int64_t ewn[4]
     cdef uint8_t bn[4]
     cdef int64_t ab, pk, pk2, act, amag
     cdef int neg, cp, cab, sig
@@ -428,7 +466,9 @@ def rd_quantize(const real[::1] w, double step, Py_ssize_t row, int K, int E, do
     if table.shape[0] != 4096:
         raise ValueError("cost table must have 4096 entries")
     if K < 0 or K > MAXK or E < 0 or E > 31:
-        raise ValueError("K must be in 0..64 and E in 0..31")
+        raise ValueError("K must be in 0..7 and E in 0..31")
+    if not (1 <= (rates & 15) <= 8 and 4 <= (rates >> 4) <= 11) or init < 0 or init > 1:
+        raise ValueError("rates must be fast | slow << 4 (fast 1..8, slow 4..11), init 0 or 1")
     if not (step > 0.0) or not (lam >= 0.0):
         raise ValueError("step must be > 0 and lam >= 0")
     if row < 0 or row >= n:
@@ -438,34 +478,48 @@ def rd_quantize(const real[::1] w, double step, Py_ssize_t row, int K, int E, do
     blk = row if row > 0 else 256
     m.K = K
     m.E = E
-    m.nctx = N_SIG + N_SIGN + N_GTC * K
+    m.fast = rates & 15
+    m.slow = rates >> 4
+    m.gt = N_SIG + N_SIGN
+    m.pre = m.gt + N_MC * K
+    m.suf = m.pre + N_MC * N_POS
+    m.nctx = m.suf + 3 * N_POS
+    m.ew = 0
     m.table = &table[0]
     m.a = <int64_t *> malloc(m.nctx * sizeof(int64_t))
     m.b = <int64_t *> malloc(m.nctx * sizeof(int64_t))
     m.n = <int32_t *> malloc(m.nctx * sizeof(int32_t))
     m.c0 = <double *> malloc(m.nctx * sizeof(double))
     m.c1 = <double *> malloc(m.nctx * sizeof(double))
-    m.p1 = <double *> malloc(6 * (K + 1) * sizeof(double))
-    m.g0 = <double *> malloc(6 * (K + 1) * sizeof(double))
     bp = <uint8_t *> malloc(n * S * sizeof(uint8_t))
     if (m.a == NULL or m.b == NULL or m.n == NULL or m.c0 == NULL or m.c1 == NULL
-            or m.p1 == NULL or m.g0 == NULL or bp == NULL):
-        free(m.a); free(m.b); free(m.n); free(m.c0); free(m.c1); free(m.p1); free(m.g0); free(bp)
+            or bp == NULL):
+        free(m.a); free(m.b); free(m.n); free(m.c0); free(m.c1); free(bp)
         raise MemoryError()
-    cdef int64_t gt_init = <int64_t> floor((1.0 - 2.0 ** (-6.0 / K)) * ONE30) if K > 0 else 0
     with nogil:
         for i in range(m.nctx):
-            if i < N_SIG + N_SIGN:
-                m.a[i] = ONE30 // 2
-            else:
-                m.a[i] = gt_init
+            m.a[i] = ONE30 // 2
+            m.n[i] = 31 if (i >= N_SIG and i < N_SIG + N_SIGN) else 0
+        if init:
+            # the coder's prior tables: a = b = v * 2^22, n = 8 (sign contexts keep theirs)
+            for i in range(N_SIG):
+                m.a[i] = (<int64_t> SIG_PRIOR[i]) << 22
+                m.n[i] = 8
+            for i in range(N_MC * K):
+                m.a[m.gt + i] = (<int64_t> GT_PRIOR[1 if i >= N_MC else 0][i % N_MC]) << 22
+                m.n[m.gt + i] = 8
+            for i in range(N_MC * N_POS):
+                m.a[m.pre + i] = (<int64_t> PREFIX_PRIOR[imin(i // N_MC, 3)][i % N_MC]) << 22
+                m.n[m.pre + i] = 8
+                m.a[m.suf + i] = (<int64_t> SUFFIX_PRIOR[imin(i // 3, 4)][i % 3]) << 22
+                m.n[m.suf + i] = 8
+        for i in range(m.nctx):
             m.b[i] = m.a[i]
-            m.n[i] = 0 if i < N_SIG else 31
         refresh(&m)
         for s in range(4):
             J[s] = INFINITY
             prv[s] = 0
-            prv2[s] = 0
+            ew[s] = 0
         J[0] = 0.0
         until = blk
         if dq and lam == 0.0:
@@ -508,6 +562,9 @@ def rd_quantize(const real[::1] w, double step, Py_ssize_t row, int K, int E, do
             ab = out[i - row] if (row > 0 and i >= row) else 0
             cab = cls(ab)
             amag = iabs(ab)
+            if row > 0 and i % row == 0:
+                for s in range(4):
+                    ew[s] = 0
             for t in range(S):
                 Jn[t] = INFINITY
             if lam == 0.0:
@@ -535,12 +592,12 @@ def rd_quantize(const real[::1] w, double step, Py_ssize_t row, int K, int E, do
                     # the parts of the rate that depend on this path's context, not on the level
                     pk = prv[s]
                     cp = cls(pk)
-                    sig = (cp * 2 + (1 if prv2[s] != 0 else 0)) * 3 + <int> imin(iabs(ab), 2)
+                    sig = ((1 if pk != 0 else 0) * 3 + <int> imin(amag, 2)) * 4 + <int> imin(ew[s] >> 2, 3)
                     r0 = m.c0[sig]
                     r1 = m.c1[sig] + (m.c1[N_SIG + cp * 3 + cab] if neg else m.c0[N_SIG + cp * 3 + cab])
-                    act = iabs(pk) + amag
+                    act = (ew[s] >> 2) + amag + iabs(pk)
                     for c in range(nc):
-                        lc[c] = dd[c] + lam * (r0 if mg[c] == 0 else r1 + gt_bits(&m, mg[c], neg, act))
+                        lc[c] = dd[c] + lam * (r0 if mg[c] == 0 else r1 + mag_bits(&m, mg[c], act))
                     bcp = bcl
                     bdp = bdl
                     best_of_parity(nc, mg, lc, dq, lc, bcp, bdp)
@@ -554,13 +611,13 @@ def rd_quantize(const real[::1] w, double step, Py_ssize_t row, int K, int E, do
                         Jn[t] = jn
                         bn[t] = <uint8_t> (s | (c << 2))
                         pn[t] = -mg[c] if neg else mg[c]
-                        p2n[t] = prv[s]
+                        ewn[t] = ew[s] + mg[c] - (ew[s] >> 2)
             for t in range(S):
                 J[t] = Jn[t]
                 bp[i * S + t] = bn[t] if Jn[t] != INFINITY else 255
                 if Jn[t] != INFINITY:
                     prv[t] = pn[t]
-                    prv2[t] = p2n[t]
+                    ew[t] = ewn[t]
         # final path
         best = 0
         for s in range(1, S):
@@ -602,7 +659,7 @@ def rd_quantize(const real[::1] w, double step, Py_ssize_t row, int K, int E, do
             err = err + rr * rr
             t = s
             j -= 1
-    free(m.a); free(m.b); free(m.n); free(m.c0); free(m.c1); free(m.p1); free(m.g0); free(bp)
+    free(m.a); free(m.b); free(m.n); free(m.c0); free(m.c1); free(bp)
     return err
 
 

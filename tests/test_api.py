@@ -4,13 +4,13 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import example, given, strategies as st
 from hypothesis.extra import numpy as hnp
 
 import nncodec
 from nncodec import bf16
 from nncodec.errors import ChecksumError, FormatError, NNCodecError
-from nncodec.pipeline import Settings, step_from_qp
+from nncodec.pipeline import DEFAULT_SMALL_SNR, Settings, step_from_qp
 
 
 def _snr(w, w_hat):
@@ -200,7 +200,25 @@ def _as_f64(arr, dtype):
     return (bf16.to_float32(arr) if dtype == "bfloat16" else arr).astype(np.float64)
 
 
+def _ulp(decoded, dtype):
+    """The spacing of each decoded value's dtype at that value, as float64 (1-D)."""
+    if dtype == "bfloat16":
+        x = np.abs(bf16.to_float32(decoded)).astype(np.float32)
+        return np.spacing(x).astype(np.float64).ravel() * 65536.0
+    return np.spacing(np.abs(decoded)).astype(np.float64).ravel()
+
+
+def _mostly_one_value():
+    # 242 weights of 3.59375 and one of -4: a step of about 1.5 leaves the 242 exact and the
+    # -4 off by 0.3 (7.6% of the largest value) at 44.7 dB, above the 40 dB asked for. The
+    # API promises the SNR, not a bound on each element (the assertion was once per element)
+    v = np.full(243, 3.59375, np.float32)
+    v[0] = -4.0
+    return {"x": v.reshape(3, 3, 3, 3, 3)}, {}
+
+
 @given(tensor_dicts(), st.sampled_from(["cabac", "constriction"]))
+@example(_mostly_one_value(), "cabac")
 def test_random_tensor_dicts_roundtrip(case, backend):
     tensors, dtypes = case
     out = nncodec.decode(nncodec.encode(tensors, dtypes=dtypes, target_snr=40, snr_scope="tensor",
@@ -209,8 +227,17 @@ def test_random_tensor_dicts_roundtrip(case, backend):
     for k, v in tensors.items():
         assert out[k].dtype == v.dtype and out[k].shape == v.shape
         a, b = _as_f64(v, dtypes.get(k)), _as_f64(out[k], dtypes.get(k))
-        if v.size and np.any(a != 0):
-            assert np.abs(a - b).max() <= np.abs(a).max() * 0.05 + 1e-3
+        # what the pipeline promises (and measures so): per tensor, the weight SNR
+        # 10 log10(sum w^2 / sum (w - w_hat)^2) of the decoded values reaches target_snr for
+        # tensors of two or more dimensions and small_snr for the others, up to the rounding of
+        # the decoded values to their dtype where that precision is the limit: the error is at
+        # most that of the target plus one unit in the last place of each decoded value
+        target = 40.0 if v.ndim >= 2 else DEFAULT_SMALL_SNR
+        sig, err = float(np.dot(a.ravel(), a.ravel())), float(np.sum((a - b) ** 2))
+        if err > 0.0 and 10.0 * math.log10(sig / err) < target:
+            ulp = _ulp(out[k], dtypes.get(k))
+            allowed = math.sqrt(sig * 10.0 ** (-target / 10.0)) + math.sqrt(float(np.dot(ulp, ulp)))
+            assert math.sqrt(err) <= allowed, (k, v.ndim, sig, err, allowed)
 
 
 @given(st.binary(max_size=300))

@@ -28,9 +28,9 @@ def _laplace(shape, seed=0, scale=0.05, dtype=np.float32):
     return np.random.default_rng(seed).laplace(0, scale, shape).astype(dtype)
 
 
-def _compiled(w, step, row, K, E, lam, dq):
+def _compiled(w, step, row, K, E, rates, init, lam, dq):
     out = np.empty(w.size, np.int32)
-    err = _trellis.rd_quantize(w, step, row, K, E, lam, dq, rdq.COST_TABLE, out)
+    err = _trellis.rd_quantize(w, step, row, K, E, rates, init, lam, dq, rdq.COST_TABLE, out)
     return out, err
 
 
@@ -39,17 +39,20 @@ def _compiled(w, step, row, K, E, lam, dq):
 
 @needs_compiled
 @hsettings(max_examples=60)
-@given(n=st.integers(0, 40), row=st.integers(0, 12), K=st.integers(0, 6), E=st.integers(0, 3),
+@given(n=st.integers(0, 40), row=st.integers(0, 12), K=st.integers(0, 7), E=st.integers(0, 3),
+       rates=st.sampled_from([(4, 9), (5, 10), (8, 11), (4, 11), (1, 4)]), init=st.integers(0, 1),
        lam=st.sampled_from([0.0, 0.03, 0.12, 0.5, 3.0]), dq=st.booleans(), scale=st.sampled_from([0.2, 1.0, 6.0]),
        zeros=st.booleans(), seed=st.integers(0, 2**32 - 1), f64=st.booleans())
-def test_compiled_search_takes_the_reference_decisions(n, row, K, E, lam, dq, scale, zeros, seed, f64):
+def test_compiled_search_takes_the_reference_decisions(n, row, K, E, rates, init, lam, dq, scale, zeros, seed,
+                                                       f64):
     rng = np.random.default_rng(seed)
     w = (rng.laplace(0, scale, n)).astype(np.float64 if f64 else np.float32)
     if zeros:
         w[rng.random(n) < 0.4] = 0.0
     step = 0.37
-    got, err = _compiled(w, step, row, K, E, lam, dq)
-    ref, ref_err = rdq.rd_quantize_reference(w, step, row, K, E, lam, dq)
+    packed = rates[0] | (rates[1] << 4)
+    got, err = _compiled(w, step, row, K, E, packed, init, lam, dq)
+    ref, ref_err = rdq.rd_quantize_reference(w, step, row, K, E, packed, init, lam, dq)
     assert got.tolist() == ref
     assert err == ref_err
 
@@ -200,7 +203,12 @@ def test_target_snr_is_reached_with_the_quantizer_in_the_loop(kw):
                 assert target <= snr < target + 0.1, (k, snr)
         else:
             snr = _weight_snr(sd, dec)
-            assert target <= snr < target + 0.1, snr
+            # the target is a floor. The 0.1 dB ceiling holds where the SNR is continuous in the
+            # step; RDOQ with a large lambda on these small tensors is not: its zeroing decisions
+            # cascade (zeros make zeros cheaper), and at 20 dB with lambda 0.3 the SNR falls from
+            # 20.46 to 19.67 dB between steps 0.04486 and 0.04556, so the largest step meeting
+            # the target overshoots by up to that jump
+            assert target <= snr < target + (1.0 if "rd_lambda" in kw else 0.1), snr
 
 
 def test_settings_are_recorded_and_files_decode_without_them():

@@ -6,9 +6,14 @@ tensor in coding order (C order),
     J = sum (w - w_hat)^2 / s^2  +  lam * R
 
 where R is the code length in bits that a model of nncodec's CABAC coder
-estimates for the levels (sig / sign / greater-than flags / Exp-Golomb
-remainder, contexts from the two previous levels and the level one row up,
-probabilities adapting block by block) and ``lam`` is the weight of a bit in
+estimates for the levels: the bins of cabac payload version 2 (sig, sign, at
+most K greater-than flags, Exp-Golomb classes with context-coded prefix and top
+two offset bits) in the coder's contexts (previous level, level one row up,
+running mean of the row's magnitudes; each survivor of the search carries its
+own previous level and row mean), with the coder's K, E, adaptation rates and
+initial table as ``cabac.choose_params`` picks them for plainly rounded levels,
+and probabilities adapting block by block (a row, or 256 levels) as the coder
+adapts them; and ``lam`` is the weight of a bit in
 units of s^2 (so the absolute Lagrange multiplier is ``lam * s**2``).
 
 - **RDOQ** (``dq=False``): uniform reconstruction ``level * s``; each level is
@@ -35,6 +40,7 @@ from typing import Optional
 
 import numpy as np
 
+from ..entropy import cabac_ref as _cref
 from ..errors import FormatError
 
 try:
@@ -49,9 +55,11 @@ except ImportError:  # pragma: no cover - only on a broken install
 DEFAULT_LAMBDA = 0.12
 DEFAULT_LAMBDA_DQ = 0.12
 TRANS = ((0, 2), (2, 0), (1, 3), (3, 1))
-N_SIG, N_SIGN, N_GTC = 18, 9, 6
+N_SIG, N_SIGN, N_MC, N_POS = 24, 9, 3, 16  # the coder's context layout (formats/cabac-v1.md, 5)
+T_CAP = 1 << 40
 ONE30 = 1 << 30
 REFRESH_MIN = 64
+DEFAULT_RATES = 5 | (10 << 4)
 # cost in bits of a 16-bit probability p, indexed by p >> 4 (centre of each bucket)
 COST_TABLE = np.array([-math.log2((16.0 * i + 8.0) / 65536.0) for i in range(4096)], dtype=np.float64)
 
@@ -60,18 +68,19 @@ def _pure_python() -> bool:
     return os.environ.get("NNCODEC_PURE_PYTHON", "") not in ("", "0") or _compiled is None
 
 
-def model_params(w: np.ndarray, step: float, dq: bool) -> tuple[int, int]:
-    """(K, E) the rate model assumes: the coder's own choice for the levels of plain
-    rounding at the quantizer's level spacing (s, or 2s for DQ)."""
+def model_params(w: np.ndarray, step: float, dq: bool, row_length: int = 0) -> tuple[int, int, int, int]:
+    """(K, E, packed rates, init) the rate model assumes: the coder's own choice
+    (``cabac.choose_params``) for the levels of plain rounding at the quantizer's level
+    spacing (s, or 2s for DQ); rates packed as fast | slow << 4, as the coder takes them."""
     from ..entropy import cabac
     from ..quant_snr import quantize
 
-    levels = quantize(w, 2.0 * step if dq else step)
-    try:
-        K, E = cabac.choose_params(levels)
-    except Exception:  # noqa: BLE001 - the model is an estimate; a coder without this call still works
-        K, E = 8, 0
-    return int(min(max(K, 0), 64)), int(min(max(E, 0), 31))
+    levels = np.asarray(quantize(w, 2.0 * step if dq else step)).reshape(-1)
+    row = int(row_length or 0)
+    if row >= levels.size:
+        row = 0
+    K, E, (fast, slow), init = cabac.choose_params(levels, row)
+    return int(K), int(E), int(fast) | (int(slow) << 4), int(init)
 
 
 def default_lambda(dq: bool) -> float:
@@ -79,12 +88,15 @@ def default_lambda(dq: bool) -> float:
 
 
 def rd_quantize(w, step: float, *, row_length: int = 0, lam: float = 0.0, dq: bool = False,
-                K: Optional[int] = None, E: Optional[int] = None, guard: bool = True):
+                K: Optional[int] = None, E: Optional[int] = None, rates=None,
+                init: Optional[int] = None, guard: bool = True):
     """Levels (int32, 1-D, coding order) of ``w`` for step ``step``, and the squared error
     of their reconstruction (binary64, before rounding to a storage dtype).
 
     ``lam``: rate weight in step^2 per bit (0: distortion only; uniform with 0 is plain
-    rounding). ``guard`` (uniform RDOQ only): keep plain rounding when it has the smaller
+    rounding). ``K``, ``E``, ``rates`` ((fast, slow) shifts, or packed fast | slow << 4)
+    and ``init``: the coder parameters the rate model assumes (default: those
+    ``cabac.choose_params`` picks for plainly rounded levels). ``guard`` (uniform RDOQ only): keep plain rounding when it has the smaller
     D + lam * R with R measured by the coder's own estimate ``cabac.cost_bits``."""
     from ..quant_snr import _as_real
 
@@ -100,16 +112,21 @@ def rd_quantize(w, step: float, *, row_length: int = 0, lam: float = 0.0, dq: bo
             raise ValueError("weights contain NaN or inf")
         if max(hi, -lo) / step > 2**31 - 1 - 1:
             raise ValueError(f"step {step:g} is too small for the weights' range (levels beyond int32)")
-    if K is None or E is None:
-        K0, E0 = model_params(flat, step, dq) if lam > 0 else (0, 0)
+    if K is None or E is None or rates is None or init is None:
+        K0, E0, R0, I0 = model_params(flat, step, dq, row) if lam > 0 else (0, 0, DEFAULT_RATES, 0)
         K = K0 if K is None else K
         E = E0 if E is None else E
+        rates = R0 if rates is None else rates
+        init = I0 if init is None else init
+    if isinstance(rates, (tuple, list)):
+        rates = int(rates[0]) | (int(rates[1]) << 4)
     out = np.empty(flat.size, dtype=np.int32)
     if _pure_python():
-        out[:], err = rd_quantize_reference(flat, float(step), row, int(K), int(E), float(lam), bool(dq))
+        out[:], err = rd_quantize_reference(flat, float(step), row, int(K), int(E), int(rates), int(init),
+                                            float(lam), bool(dq))
     else:
-        err = _compiled.rd_quantize(flat, float(step), row, int(K), int(E), float(lam), bool(dq),
-                                    COST_TABLE, out)
+        err = _compiled.rd_quantize(flat, float(step), row, int(K), int(E), int(rates), int(init),
+                                    float(lam), bool(dq), COST_TABLE, out)
     if guard and lam > 0 and not dq and flat.size:
         out, err = _keep_better(flat, float(step), row, float(lam), out, float(err))
     return out, float(err)
@@ -184,94 +201,138 @@ def _cls(v: int) -> int:
     return 0 if v == 0 else (1 if v < 0 else 2)
 
 
-def _gt_class(act: int, k: int) -> int:
-    if act < k:
+def _mag_class(s: int, t: int) -> int:
+    """The coder's context class of activity s against the magnitude t a bin tests."""
+    if 2 * s < 3 * t:
         return 0
-    if act <= 2 * k:
+    if s <= 3 * t:
         return 1
     return 2
 
 
 class _Model:
-    def __init__(self, K: int, E: int):
+    """The coder's contexts (cabac_ref section 5 layout and initial states) with costs per bin
+    frozen between refreshes."""
+
+    def __init__(self, K: int, E: int, rates: int, init: int):
         self.K, self.E = K, E
-        self.nctx = N_SIG + N_SIGN + N_GTC * K
-        gt_init = int(math.floor((1.0 - 2.0 ** (-6.0 / K)) * ONE30)) if K > 0 else 0
-        self.a = [ONE30 // 2 if i < N_SIG + N_SIGN else gt_init for i in range(self.nctx)]
+        self.fast, self.slow = rates & 15, rates >> 4
+        self.gt = N_SIG + N_SIGN
+        self.pre = self.gt + N_MC * K
+        self.suf = self.pre + N_POS * N_MC
+        self.nctx = self.suf + N_POS * 3
+        self.a = [ONE30 // 2] * self.nctx
+        self.n = [0] * self.nctx
+        for i in range(N_SIG, N_SIG + N_SIGN):
+            self.n[i] = 31
+        if init:
+            primed = list(_cref.SIG_PRIOR) + [None] * N_SIGN
+            for k in range(K):
+                primed += _cref.GT_PRIOR[min(k, 1)]
+            for j in range(N_POS):
+                primed += _cref.PREFIX_PRIOR[min(j, 3)]
+            for j in range(N_POS):
+                primed += _cref.SUFFIX_PRIOR[min(j, 4)]
+            for i, p in enumerate(primed):
+                if p is not None:
+                    self.a[i] = p << 22
+                    self.n[i] = 8
         self.b = list(self.a)
-        self.n = [0 if i < N_SIG else 31 for i in range(self.nctx)]
+        self.ew = 0  # the coder's running row mean, carried between learned blocks
         self.refresh()
 
     def update(self, i: int, bit: int) -> None:
         w = 1 + (self.n[i] + 1).bit_length() - 1
         t = 0 if bit else ONE30
-        self.a[i] = self.a[i] + ((t - self.a[i]) >> min(w, 8))
-        self.b[i] = self.b[i] + ((t - self.b[i]) >> min(w, 11))
+        self.a[i] = self.a[i] + ((t - self.a[i]) >> min(w, self.fast))
+        self.b[i] = self.b[i] + ((t - self.b[i]) >> min(w, self.slow))
         if self.n[i] < 1023:
             self.n[i] += 1
 
     def refresh(self) -> None:
-        K = self.K
         self.c0, self.c1 = [0.0] * self.nctx, [0.0] * self.nctx
         for i in range(self.nctx):
             p0 = ((self.a[i] + self.b[i]) >> 15) | 1
             self.c0[i] = float(COST_TABLE[p0 >> 4])
             self.c1[i] = float(COST_TABLE[(65536 - p0) >> 4])
-        self.p1 = [[[0.0] * (K + 1) for _ in range(3)] for _ in range(2)]
-        self.g0 = [[[0.0] * (K + 1) for _ in range(3)] for _ in range(2)]
-        for neg in range(2):
-            for c in range(3):
-                s = 0.0
-                for j in range(1, K + 1):
-                    i = N_SIG + N_SIGN + (j - 1) * N_GTC + neg * 3 + c
-                    s = s + self.c1[i]
-                    self.p1[neg][c][j] = s
-                    self.g0[neg][c][j] = self.c0[i]
 
-    def gt_bits(self, mag: int, neg: int, act: int) -> float:
-        K = self.K
-        ones = min(mag - 1, K)
-        h2 = (act - 1) // 2 if act >= 1 else 0
-        a2, a1 = min(ones, h2), min(ones, act)
-        P0, P1, P2 = self.p1[neg][0], self.p1[neg][1], self.p1[neg][2]
-        bits = P2[a2] + (P1[a1] - P1[a2]) + (P0[ones] - P0[a1])
-        if mag <= K:
-            bits = bits + self.g0[neg][_gt_class(act, mag)][mag]
-        else:
-            v, e = mag - K - 1, self.E
-            while v >= (1 << e):
-                v -= 1 << e
-                e += 1
-            bits = bits + float(2 * (e - self.E) + 1 + self.E)
+    def mag_bits(self, mag: int, s: int) -> float:
+        """Greater-than flags and Exp-Golomb remainder of a magnitude >= 1 at activity s."""
+        K, c0, c1 = self.K, self.c0, self.c1
+        bits = 0.0
+        k = 1
+        while k <= K:
+            i = self.gt + (k - 1) * N_MC + _mag_class(s, k)
+            if mag > k:
+                bits = bits + c1[i]
+                k += 1
+            else:
+                return bits + c0[i]
+        r, e, j = mag - K - 1, self.E, 0
+        t = K + 1 + (1 << e)
+        while r >= (1 << e):
+            bits = bits + c1[self.pre + j * N_MC + _mag_class(s, t)]
+            r -= 1 << e
+            e += 1
+            j = min(j + 1, N_POS - 1)
+            t = min(t + (1 << e), T_CAP)
+        bits = bits + c0[self.pre + j * N_MC + _mag_class(s, t)]
+        if e > 0:
+            b1 = (r >> (e - 1)) & 1
+            bits = bits + (c1 if b1 else c0)[self.suf + j * 3]
+            if e > 1:
+                b2 = (r >> (e - 2)) & 1
+                bits = bits + (c1 if b2 else c0)[self.suf + j * 3 + 1 + b1]
+                bits = bits + float(e - 2)
         return bits
 
-    def rate(self, k: int, p: int, p2: int, ab: int) -> float:
-        cp = _cls(p)
-        sig = (cp * 2 + (1 if p2 != 0 else 0)) * 3 + min(abs(ab), 2)
+    def rate(self, k: int, p: int, ab: int, ew: int) -> float:
+        sig = ((1 if p != 0 else 0) * 3 + min(abs(ab), 2)) * 4 + min(ew >> 2, 3)
         if k == 0:
             return self.c0[sig]
-        neg = 1 if k < 0 else 0
-        sc = N_SIG + cp * 3 + _cls(ab)
-        r1 = self.c1[sig] + (self.c1[sc] if neg else self.c0[sc])
-        return r1 + self.gt_bits(abs(k), neg, abs(p) + abs(ab))
+        sc = N_SIG + _cls(p) * 3 + _cls(ab)
+        r1 = self.c1[sig] + (self.c1[sc] if k < 0 else self.c0[sc])
+        return r1 + self.mag_bits(abs(k), (ew >> 2) + abs(ab) + abs(p))
 
     def learn(self, lv, start: int, stop: int, row: int) -> None:
+        """Adapt the contexts to lv[start:stop] as the coder codes them."""
+        ew = self.ew
         for j in range(start, stop):
+            if row > 0 and j % row == 0:
+                ew = 0
             q = lv[j]
             p = lv[j - 1] if j >= 1 else 0
-            p2 = lv[j - 2] if j >= 2 else 0
             ab = lv[j - row] if (row > 0 and j >= row) else 0
-            self.update((_cls(p) * 2 + (1 if p2 != 0 else 0)) * 3 + min(abs(ab), 2), 1 if q != 0 else 0)
+            s = (ew >> 2) + abs(ab) + abs(p)
+            self.update(((1 if p != 0 else 0) * 3 + min(abs(ab), 2)) * 4 + min(ew >> 2, 3),
+                        1 if q != 0 else 0)
+            mag = abs(q)
             if q != 0:
-                neg = 1 if q < 0 else 0
-                self.update(N_SIG + _cls(p) * 3 + _cls(ab), neg)
-                mag, act, k = abs(q), abs(p) + abs(ab), 1
+                self.update(N_SIG + _cls(p) * 3 + _cls(ab), 1 if q < 0 else 0)
+                k = 1
                 while k <= self.K:
                     flag = 1 if mag > k else 0
-                    self.update(N_SIG + N_SIGN + (k - 1) * N_GTC + neg * 3 + _gt_class(act, k), flag)
+                    self.update(self.gt + (k - 1) * N_MC + _mag_class(s, k), flag)
                     if not flag:
                         break
                     k += 1
+                if mag > self.K:
+                    r, e, jj = mag - self.K - 1, self.E, 0
+                    t = self.K + 1 + (1 << e)
+                    while r >= (1 << e):
+                        self.update(self.pre + jj * N_MC + _mag_class(s, t), 1)
+                        r -= 1 << e
+                        e += 1
+                        jj = min(jj + 1, N_POS - 1)
+                        t = min(t + (1 << e), T_CAP)
+                    self.update(self.pre + jj * N_MC + _mag_class(s, t), 0)
+                    if e > 0:
+                        b1 = (r >> (e - 1)) & 1
+                        self.update(self.suf + jj * 3, b1)
+                        if e > 1:
+                            self.update(self.suf + jj * 3 + 1 + b1, (r >> (e - 2)) & 1)
+            ew = ew + mag - (ew >> 2)
+        self.ew = ew
 
 
 def _candidates(a: float, quant: int, dq: bool, zlim: float):
@@ -319,7 +380,8 @@ def _best_of_parity(mags, costs, dq):
     return best
 
 
-def rd_quantize_reference(w, step: float, row: int, K: int, E: int, lam: float, dq: bool):
+def rd_quantize_reference(w, step: float, row: int, K: int, E: int, rates: int, init: int,
+                          lam: float, dq: bool):
     """The search of ``nncodec_ext._trellis.rd_quantize`` in Python: (levels list, error)."""
     xs = [float(v) for v in np.asarray(w).reshape(-1)]
     n = len(xs)
@@ -329,10 +391,10 @@ def rd_quantize_reference(w, step: float, row: int, K: int, E: int, lam: float, 
         return [], 0.0
     S = 4 if dq else 1
     blk = row if row > 0 else 256
-    m = _Model(K, E)
+    m = _Model(K, E, rates, init)
     inf = math.inf
     J = [0.0, inf, inf, inf][:S]
-    prv, prv2 = [0] * S, [0] * S
+    prv, ew = [0] * S, [0] * S  # per survivor: previous level, running row mean (x4)
     bp = [[255] * S for _ in range(n)]
     out = [0] * n
     learned = 0
@@ -368,14 +430,16 @@ def rd_quantize_reference(w, step: float, row: int, K: int, E: int, lam: float, 
         neg = x < 0.0
         cands = [_candidates(a, 0, dq, zlim), _candidates(a, 1, dq, zlim) if dq else None]
         ab = out[i - row] if (row > 0 and i >= row) else 0
+        if row > 0 and i % row == 0:
+            ew = [0] * S
         Jn = [inf] * S
-        bn, pn, p2n = [255] * S, [0] * S, [0] * S
+        bn, pn, ewn = [255] * S, [0] * S, [0] * S
         for s in range(S):
             if J[s] == inf:
                 continue
             cl = cands[1] if (dq and s >= 2) else cands[0]
             if lam > 0.0:
-                costs = [d + lam * m.rate(-mag if neg else mag, prv[s], prv2[s], ab) for mag, d in cl]
+                costs = [d + lam * m.rate(-mag if neg else mag, prv[s], ab, ew[s]) for mag, d in cl]
             else:
                 costs = [d for _, d in cl]
             best = _best_of_parity([mag for mag, _ in cl], costs, dq)
@@ -387,12 +451,13 @@ def rd_quantize_reference(w, step: float, row: int, K: int, E: int, lam: float, 
                 t = TRANS[s][par] if dq else 0
                 if jn < Jn[t]:
                     mag = cl[c][0]
-                    Jn[t], bn[t], pn[t], p2n[t] = jn, s | (c << 2), (-mag if neg else mag), prv[s]
+                    Jn[t], bn[t], pn[t] = jn, s | (c << 2), (-mag if neg else mag)
+                    ewn[t] = ew[s] + mag - (ew[s] >> 2)
         for t in range(S):
             J[t] = Jn[t]
             bp[i][t] = bn[t] if Jn[t] != inf else 255
             if Jn[t] != inf:
-                prv[t], prv2[t] = pn[t], p2n[t]
+                prv[t], ew[t] = pn[t], ewn[t]
     best = min(range(S), key=lambda s: (J[s], s))
     t, err = best, 0.0
     for j in range(n - 1, -1, -1):  # the final path, and its squared error summed from the end
