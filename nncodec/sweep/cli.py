@@ -137,8 +137,11 @@ def _table(rows, axis: str) -> str:
 @click.option("--no-tune", is_flag=True, help="Use the receivers' default parameters (no tuning of mmse_pb).")
 @click.option("--tune-draws", type=click.IntRange(1, None), default=2, show_default=True,
               help="Channel draws per candidate when tuning mmse_pb on the validation split.")
-@click.option("--threads", type=click.IntRange(1, None), default=None,
-              help="Torch threads (default: the number of CPUs).")
+@click.option("-j", "--jobs", type=click.IntRange(1, None), default=None,
+              help="Worker processes, one torch thread each (default: the number of CPUs). Results do "
+                   "not depend on it.")
+@click.option("--threads", type=click.IntRange(1, None), default=1, show_default=True,
+              help="Torch threads with --jobs 1.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Results file (JSON Lines). If it exists, finished points are skipped (resume).")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
@@ -148,7 +151,7 @@ def _table(rows, axis: str) -> str:
 @click.option("-q", "--quiet", is_flag=True, help="No progress, no table.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary rows as JSON on stdout.")
 def sweep(task, schemes, snr_text, noise_text, channels, draws, seed, design_snr, budget_rho, block_length,
-          on_damage, no_tune, tune_draws, threads, output, plot_path, no_plot, force, quiet, as_json):
+          on_damage, no_tune, tune_draws, jobs, threads, output, plot_path, no_plot, force, quiet, as_json):
     """Send a model through CHANNELS x SNRs x SCHEMES x DRAWS and measure its accuracy each time.
 
     \b
@@ -207,7 +210,7 @@ def sweep(task, schemes, snr_text, noise_text, channels, draws, seed, design_snr
                         channels=chans, draws=draws, seed=seed, output=output, force=force,
                         design_snr_db=design_snr, budget_rho=budget_rho, block_length=int(block_length),
                         on_damage=on_damage, tune=not no_tune, tune_draws=tune_draws,
-                        threads=threads if threads is not None else (os.cpu_count() or 1),
+                        threads=threads, jobs=jobs if jobs is not None else (os.cpu_count() or 1),
                         progress=_Progress(not quiet))
         if plot_path:
             res.plot(plot_path, title=task)

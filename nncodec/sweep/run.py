@@ -220,7 +220,7 @@ def run_sweep(*, task: Optional[str] = None, state_dict: Optional[Mapping[str, A
               draws: int = 10, seed: int = 0, output=None, force: bool = False,
               design_snr_db: Optional[float] = None, budget_rho: float = 1.0, block_length: int = 1944,
               on_damage: str = "zeros", tune: bool = True, tune_draws: int = 2,
-              tune_grid: Optional[dict] = None, threads: Optional[int] = None,
+              tune_grid: Optional[dict] = None, threads: Optional[int] = None, jobs: int = 1,
               progress: Optional[Callable[[int, int, str], None]] = None) -> SweepResult:
     """Run (or resume) a sweep and return all its records.
 
@@ -240,8 +240,10 @@ def run_sweep(*, task: Optional[str] = None, state_dict: Optional[Mapping[str, A
 
     Results go to ``output`` (JSON Lines, see ``nncodec.sweep.store``) as they are computed; a
     rerun with the same ``output`` skips the points already there (``force=True`` starts over).
-    ``progress(done, total, label)`` is called after each point. ``threads`` sets torch's
-    thread count while the sweep runs (None: as it is).
+    ``progress(done, total, label)`` is called as points finish. ``jobs`` > 1 spreads the work
+    over that many forked worker processes (one torch thread each; results are the same as with
+    one process); with ``jobs=1``, ``threads`` sets torch's thread count while the sweep runs
+    (None: as it is).
     """
     xkind, xs = _resolve_x(snrs, noise_stds)
     specs = parse_schemes(schemes)
@@ -251,6 +253,9 @@ def run_sweep(*, task: Optional[str] = None, state_dict: Optional[Mapping[str, A
             raise SweepError(f"unknown channel {ch!r}; channels: {', '.join(CHANNELS)}")
     if int(draws) < 1:
         raise SweepError("draws must be at least 1")
+    if int(jobs) < 1:
+        raise SweepError("jobs must be at least 1")
+    jobs = int(jobs)
     if on_damage not in _digital.ON_DAMAGE:
         raise SweepError(f"on_damage must be one of {', '.join(_digital.ON_DAMAGE)}, got {on_damage!r}")
     if not (budget_rho > 0 and math.isfinite(budget_rho)):
@@ -290,89 +295,138 @@ def run_sweep(*, task: Optional[str] = None, state_dict: Optional[Mapping[str, A
     t_start = time.perf_counter()
     store = ResultsFile(output, force=force)
     stats = {"evaluations": 0, "cached_evaluations": 0, "points_new": 0, "points_skipped": 0,
-             "tunings": 0, "seconds_eval": 0.0, "seconds_channel": 0.0, "seconds_tune": 0.0,
-             "seconds_digital_setup": 0.0}
+             "tunings": 0, "tune_evaluations": 0, "seconds_eval": 0.0, "seconds_channel": 0.0,
+             "seconds_tune": 0.0, "seconds_digital_setup": 0.0}
     try:
-        with torch_threads(threads):
+        with torch_threads(1 if jobs > 1 else threads):
             return _run(store, stats, t_start, evaluator, sd, task_name, specs, channels, xkind, xs,
                         int(draws), int(seed), design_snr_db, float(budget_rho), int(block_length),
-                        on_damage, tune, int(tune_draws), tune_grid, needs_tune, na, progress, threads)
+                        on_damage, tune, int(tune_draws), tune_grid, needs_tune, na, progress,
+                        1 if jobs > 1 else threads, int(jobs))
     finally:
         store.close()
 
 
+class _Ctx:
+    """What a unit of work needs; worker processes inherit it at fork."""
+
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+
+_CTX: Optional[_Ctx] = None
+
+
+def _new_stats() -> dict:
+    return {"evaluations": 0, "cached_evaluations": 0, "seconds_eval": 0.0, "seconds_channel": 0.0}
+
+
+def _eval(ctx, sds, st, split: str = "test"):
+    t = time.perf_counter()
+    out = ctx.evaluator.test_many(sds) if split == "test" else [ctx.evaluator.val(s) for s in sds]
+    st["seconds_eval"] += time.perf_counter() - t
+    st["evaluations"] += len(sds)
+    return out
+
+
+def _init_worker():
+    try:
+        import torch
+        torch.set_num_threads(1)
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def _pool_map(fn, units, jobs: int):
+    """fn over units in order: inline, or in ``jobs`` forked worker processes (results in order)."""
+    import multiprocessing as mp
+    if jobs <= 1 or len(units) <= 1 or "fork" not in mp.get_all_start_methods():
+        for u in units:
+            yield fn(u)
+        return
+    with mp.get_context("fork").Pool(min(jobs, len(units)), initializer=_init_worker) as pool:
+        yield from pool.imap(fn, units)
+
+
+def _tune_unit(unit):
+    ctx = _CTX
+    key, scheme, channel, tsnr = unit
+    st = _new_stats()
+    t = time.perf_counter()
+    kw = {"scheme": scheme, "channel": _channel_args(channel)["channel"], "draws": ctx.tune_draws,
+          "seed": point_seed(ctx.seed, channel, "tune", tsnr, 0)}
+    if ctx.tune_grid is not None:
+        kw["grid"] = ctx.tune_grid
+    calls = [0]
+
+    def val(sd):
+        calls[0] += 1
+        return ctx.evaluator.val(sd)
+
+    params = _finite(dict(ctx.na.tune_mmse_pb(ctx.sd, val, tsnr, **kw)))
+    st["seconds_tune"] = time.perf_counter() - t
+    st["tune_evaluations"] = calls[0]
+    rec = {"type": "tune", "key": key, "scheme": scheme, "channel": channel, "snr_db": tsnr,
+           "params": params, "draws": ctx.tune_draws, "val_evaluations": calls[0],
+           "seconds": round(st["seconds_tune"], 3)}
+    return rec, st
+
+
+def _point_unit(unit):
+    ctx = _CTX
+    channel, x, spec, pend = unit
+    st = _new_stats()
+    if spec.digital:
+        recs = _digital_points(ctx, spec, channel, x, pend, st)
+    else:
+        params = None
+        if ctx.tune and ctx.needs_tune.get(spec.name):
+            params = ctx.tunes[_tune_key(channel, spec.name, ctx.design if ctx.design is not None else x)]
+        recs = _analog_points(ctx, spec, channel, x, pend, params, st)
+    return [_finite(r) for r in recs], st
+
+
+def _tune_key(channel, scheme, tsnr) -> str:
+    return f"{channel}|{scheme}|snr_db={_fmt(tsnr)}"
+
+
+def _merge(stats, st):
+    for k, v in st.items():
+        stats[k] = stats.get(k, 0) + v
+
+
 def _run(store, stats, t_start, evaluator, sd, task_name, specs, channels, xkind, xs, draws, seed,
          design, budget_rho, block_length, on_damage, tune, tune_draws, tune_grid, needs_tune, na,
-         progress, threads):
-    def timed_eval(sds):
-        t = time.perf_counter()
-        out = evaluator.test_many(sds)
-        stats["seconds_eval"] += time.perf_counter() - t
-        stats["evaluations"] += len(sds)
-        return out
-
+         progress, threads, jobs):
+    global _CTX
     budget_uses = _digital.channel_uses_for(sd, budget_rho)
     header = {"type": "header", "format": FORMAT, "version": VERSION, "task": task_name,
               "model_sha256": model_sha256(sd), "seed": seed, "budget_rho": budget_rho,
               "block_length": block_length, "on_damage": on_damage,
               "float_weights": int(sum(v.size for v in sd.values() if v.dtype.kind == "f")),
               "channel_uses_budget": budget_uses}
+    ctx = _Ctx(evaluator=evaluator, sd=sd, na=na, seed=seed, xkind=xkind, design=design,
+               on_damage=on_damage, plans={}, eval_cache={}, tunes={}, tune=tune, tune_draws=tune_draws,
+               tune_grid=tune_grid, needs_tune=needs_tune)
     old = store.header
     if old is None:
-        header["reference_metric"] = timed_eval([sd])[0]
+        st = _new_stats()
+        header["reference_metric"] = _eval(ctx, [sd], st)[0]
+        _merge(stats, st)
         store.append(header)
     else:
         diff = [k for k in _COMPAT if old.get(k) != header.get(k)]
         if diff:
-            raise SweepError(f"{store.path} holds a different sweep ({', '.join(f'{k}: {old.get(k)!r} there, {header.get(k)!r} here' for k in diff)}); "
-                             "use another output file or force=True (--force) to start over")
+            raise SweepError(f"{store.path} holds a different sweep ("
+                             + ", ".join(f"{k}: {old.get(k)!r} there, {header.get(k)!r} here" for k in diff)
+                             + "); use another output file or force=True (--force) to start over")
         header = old
     done = {r["key"] for r in store.records if r["type"] == "point"}
-    tunes = {r["key"]: r["params"] for r in store.records if r["type"] == "tune"}
+    ctx.tunes = {r["key"]: r["params"] for r in store.records if r["type"] == "tune"}
     dig_recs = {r["mcs"]: r for r in store.records if r["type"] == "digital"}
-    plans = {}
-    eval_cache = {}   # container sha256 -> metric (digital points)
 
-    def get_plan(mcs):
-        if mcs not in plans:
-            t = time.perf_counter()
-            p = _digital.plan(sd, mcs, budget_uses, block_length)
-            stats["seconds_digital_setup"] += time.perf_counter() - t
-            rec = dig_recs.get(mcs)
-            if rec is None or rec.get("sha256") != p.sha:
-                rec = {"type": "digital", **p.summary(), "sha256": p.sha,
-                       "bits_per_weight": (8.0 * len(p.data) / header["float_weights"]) if p.feasible else None,
-                       "error_free_metric": timed_eval([p.decoded])[0] if p.feasible else None}
-                store.append(_finite(rec))
-                dig_recs[mcs] = rec
-            if p.feasible:
-                eval_cache[p.sha] = rec["error_free_metric"]
-            plans[mcs] = p
-        return plans[mcs]
-
-    def get_params(spec, channel, x):
-        if not needs_tune.get(spec.name) or not tune:
-            return None
-        tsnr = design if design is not None else x
-        key = f"{channel}|{spec.name}|snr_db={_fmt(tsnr)}"
-        if key not in tunes:
-            t = time.perf_counter()
-            kw = {"scheme": spec.name, "channel": _channel_args(channel)["channel"], "draws": tune_draws,
-                  "seed": point_seed(seed, channel, "tune", tsnr, 0)}
-            if tune_grid is not None:
-                kw["grid"] = tune_grid
-            params = na.tune_mmse_pb(sd, evaluator.val, tsnr, **kw)
-            params = _finite(dict(params))
-            stats["seconds_tune"] += time.perf_counter() - t
-            stats["tunings"] += 1
-            store.append({"type": "tune", "key": key, "scheme": spec.name, "channel": channel,
-                          "snr_db": tsnr, "params": params, "draws": tune_draws,
-                          "seconds": round(time.perf_counter() - t, 3)})
-            tunes[key] = params
-        return tunes[key]
-
-    total = len(channels) * len(xs) * len(specs) * draws
-    count = 0
+    # the units of work: one per (channel, x, scheme) with the draws not yet done
+    units, total, count = [], len(channels) * len(xs) * len(specs) * draws, 0
     for channel in channels:
         for x in xs:
             for spec in specs:
@@ -384,53 +438,89 @@ def _run(store, stats, t_start, evaluator, sd, task_name, specs, channels, xkind
                         count += 1
                     else:
                         pend.append((d, k))
-                if progress is not None and not pend:
-                    progress(count, total, f"{channel} {spec.name} {_fmt(x)}")
-                if not pend:
-                    continue
-                if spec.digital:
-                    recs = _digital_points(spec, channel, x, pend, seed, on_damage, get_plan, eval_cache,
-                                           sd, timed_eval, stats)
-                else:
-                    recs = _analog_points(spec, channel, xkind, x, design, pend, seed, na,
-                                          get_params(spec, channel, x), sd, timed_eval, stats)
-                for r in recs:
-                    store.append(_finite(r))
-                    done.add(r["key"])
-                    stats["points_new"] += 1
-                    count += 1
-                    if progress is not None:
-                        progress(count, total, f"{channel} {spec.name} {_fmt(x)}")
+                if pend:
+                    units.append((channel, x, spec, pend))
+    if progress is not None and count:
+        progress(count, total, "already done")
+
+    # digital schemes: compress to the budget once per MCS (in this process)
+    for mcs in dict.fromkeys(u[2].mcs for u in units if u[2].digital):
+        t = time.perf_counter()
+        p = _digital.plan(sd, mcs, budget_uses, block_length)
+        stats["seconds_digital_setup"] += time.perf_counter() - t
+        rec = dig_recs.get(mcs)
+        if rec is None or rec.get("sha256") != p.sha:
+            st = _new_stats()
+            rec = {"type": "digital", **p.summary(), "sha256": p.sha,
+                   "bits_per_weight": (8.0 * len(p.data) / header["float_weights"]) if p.feasible else None,
+                   "error_free_metric": _eval(ctx, [p.decoded], st)[0] if p.feasible else None}
+            _merge(stats, st)
+            store.append(_finite(rec))
+        if p.feasible:
+            ctx.eval_cache[p.sha] = (rec["error_free_metric"], effective_wnr_db(sd, p.decoded))
+        ctx.plans[mcs] = p
+
+    # receivers tuned on the validation split, once per (channel, scheme, SNR)
+    tune_units = []
+    if tune:
+        for channel, x, spec, _ in units:
+            if needs_tune.get(spec.name):
+                tsnr = design if design is not None else x
+                key = _tune_key(channel, spec.name, tsnr)
+                if key not in ctx.tunes and key not in {u[0] for u in tune_units}:
+                    tune_units.append((key, spec.name, channel, tsnr))
+    _CTX = ctx
+    try:
+        for rec, st in _pool_map(_tune_unit, tune_units, jobs):
+            store.append(rec)
+            ctx.tunes[rec["key"]] = rec["params"]
+            stats["tunings"] += 1
+            _merge(stats, st)
+            if progress is not None:
+                progress(count, total, f"tuned {rec['scheme']} {rec['channel']} {_fmt(rec['snr_db'])} dB")
+        for recs, st in _pool_map(_point_unit, units, jobs):
+            _merge(stats, st)
+            for r in recs:
+                store.append(r)
+                done.add(r["key"])
+                stats["points_new"] += 1
+                count += 1
+            if progress is not None and recs:
+                r = recs[-1]
+                progress(count, total, f"{r['channel']} {r['scheme']} {_fmt(r.get(xkind))}")
+    finally:
+        _CTX = None
     stats["seconds"] = time.perf_counter() - t_start
     stats["threads"] = threads
+    stats["jobs"] = jobs
     store.append(_finite({"type": "run", **{k: (round(v, 3) if isinstance(v, float) else v)
                                             for k, v in stats.items()}}))
     return SweepResult(list(store.records), stats=stats, path=store.path)
 
 
-def _analog_points(spec, channel, xkind, x, design, pend, seed, na, params, sd, timed_eval, stats):
+def _analog_points(ctx, spec, channel, x, pend, params, st):
     received, infos = [], []
     for d, k in pend:
-        ps = point_seed(seed, channel, xkind, x, d)
+        ps = point_seed(ctx.seed, channel, ctx.xkind, x, d)
         kw = dict(_channel_args(channel), seed=ps, receiver_params=params)
-        if xkind == "noise_std":
+        if ctx.xkind == "noise_std":
             kw["noise_std"] = x
             snr = None
         else:
             snr = x
-            if design is not None:
-                kw["design_snr_db"] = design
+            if ctx.design is not None:
+                kw["design_snr_db"] = ctx.design
         t = time.perf_counter()
-        rx, info = na.transmit_weights(sd, spec.name, snr, **kw)
+        rx, info = ctx.na.transmit_weights(ctx.sd, spec.name, snr, **kw)
         rx = _to_numpy(rx)
-        stats["seconds_channel"] += time.perf_counter() - t
+        st["seconds_channel"] += time.perf_counter() - t
         received.append(rx)
-        infos.append((d, k, ps, info, effective_wnr_db(sd, rx)))
-    metrics = timed_eval(received)
+        infos.append((d, k, ps, info, effective_wnr_db(ctx.sd, rx)))
+    metrics = _eval(ctx, received, st)
     out = []
     for (d, k, ps, info, ewnr), m in zip(infos, metrics):
         rec = {"type": "point", "key": k, "kind": "analog", "channel": channel, "scheme": spec.name,
-               xkind: x, "design_snr_db": design, "draw": d, "seed": ps, "metric": m,
+               ctx.xkind: x, "design_snr_db": ctx.design, "draw": d, "seed": ps, "metric": m,
                "effective_wnr_db": ewnr}
         for f in ("wnr_db", "weight_mse", "channel_uses", "side_channel_uses", "rho"):
             if f in info:
@@ -441,11 +531,12 @@ def _analog_points(spec, channel, xkind, x, design, pend, seed, na, params, sd, 
     return out
 
 
-def _digital_points(spec, channel, x, pend, seed, on_damage, get_plan, eval_cache, sd, timed_eval, stats):
-    p = get_plan(spec.mcs)
+def _digital_points(ctx, spec, channel, x, pend, st):
+    p = ctx.plans[spec.mcs]
+    sd = ctx.sd
     out, todo = [], {}
     for d, k in pend:
-        ps = point_seed(seed, channel, "snr_db", x, d)
+        ps = point_seed(ctx.seed, channel, "snr_db", x, d)
         rec = {"type": "point", "key": k, "kind": "digital", "channel": channel, "scheme": spec.name,
                "snr_db": x, "design_snr_db": None, "draw": d, "seed": ps}
         if not p.feasible:
@@ -453,32 +544,27 @@ def _digital_points(spec, channel, x, pend, seed, on_damage, get_plan, eval_cach
             out.append(rec)
             continue
         t = time.perf_counter()
-        container, info = _digital.send(p, channel, x, ps, on_damage)
-        stats["seconds_channel"] += time.perf_counter() - t
+        container, info = _digital.send(p, channel, x, ps, ctx.on_damage)
+        st["seconds_channel"] += time.perf_counter() - t
         rec.update(info)
         h = "header-lost" if container is None else hashlib.sha256(container).hexdigest()
         rec["intact"] = h == p.sha
-        if h in eval_cache:
-            rec["metric"] = eval_cache[h]
+        if h in ctx.eval_cache:
+            rec["metric"], rec["effective_wnr_db"] = ctx.eval_cache[h]
             rec["cached"] = True
-            stats["cached_evaluations"] += 1
+            st["cached_evaluations"] += 1
         elif h in todo:
             todo[h][0].append(rec)
-            stats["cached_evaluations"] += 1
+            st["cached_evaluations"] += 1
         else:
             rx = _digital.zeros_like(sd) if container is None else _digital.decode_received(container)
             todo[h] = ([rec], rx)
         out.append(rec)
     if todo:
-        metrics = timed_eval([rx for _, rx in todo.values()])
+        metrics = _eval(ctx, [rx for _, rx in todo.values()], st)
         for (h, (recs, rx)), m in zip(todo.items(), metrics):
             ewnr = effective_wnr_db(sd, rx)
             for i, rec in enumerate(recs):
                 rec.update(metric=m, cached=i > 0, effective_wnr_db=ewnr)
-            eval_cache[h] = m
-    if any(rec.get("intact") for rec in out):
-        ewnr = effective_wnr_db(sd, p.decoded)
-        for rec in out:
-            if rec.get("intact"):
-                rec["effective_wnr_db"] = ewnr
+            ctx.eval_cache[h] = (m, ewnr)
     return out
