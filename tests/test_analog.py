@@ -295,3 +295,80 @@ def test_bad_arguments_raise():
     # the error type is both the project's and a ValueError
     assert issubclass(na.AnalogConfigError, NNCodecError) and issubclass(na.AnalogConfigError,
                                                                           ValueError)
+
+
+# ------------------------------------------------------------ unequal protection, tuning
+
+
+def _two_layer_model():
+    rng = np.random.default_rng(11)
+    return {"sensitive": rng.standard_normal(2000) * 0.1, "robust": rng.standard_normal(20000) * 0.1}
+
+
+def test_power_allocation_by_sensitivity():
+    sd = _two_layer_model()
+    sens = {"sensitive": 100.0, "robust": 1.0}
+    alloc = na.allocate_by_sensitivity(sens, sd, mode="power")
+    assert alloc["sensitive"].power > alloc["robust"].power
+    n = {k: v.size for k, v in sd.items()}
+    assert sum(n[k] * alloc[k].power for k in n) == pytest.approx(sum(n.values()))
+    assert alloc["sensitive"].power / alloc["robust"].power <= 10.0 + 1e-9   # max_ratio
+    plain_out, plain = na.transmit_weights(sd, "ml", 5.0, seed=1)
+    alloc_out, info = na.transmit_weights(sd, na.get_scheme("ml", allocation=alloc), 5.0, seed=1)
+    assert info["es"] == pytest.approx(1.0)                     # still unit average energy
+    assert info["analog_channel_uses"] == plain["analog_channel_uses"]
+
+    def loss(out):   # the sensitivity-weighted error the allocation minimizes
+        return sum(sens[k] * np.sum((out[k] - sd[k]) ** 2) for k in sd)
+    assert loss(alloc_out) < 0.5 * loss(plain_out)
+
+
+def test_repeat_allocation_within_budget():
+    sd = _two_layer_model()
+    alloc = na.allocate_by_sensitivity({"sensitive": 50.0, "robust": 1.0}, sd, mode="repeat",
+                                       r_avg=1.5, r_max=6)
+    assert alloc["sensitive"].repeat == 6 and alloc["robust"].repeat == 1
+    _, info = na.transmit_weights(sd, na.get_scheme("rep2-ml", allocation=alloc), 5.0)
+    assert info["rho"] <= 1.5 and info["rho"] == pytest.approx((6 * 2000 + 20000) / 22000)
+    with pytest.raises(na.AnalogConfigError):
+        na.allocate_by_sensitivity({"nope": 1.0}, sd)
+    with pytest.raises(na.AnalogConfigError):
+        na.allocate_by_sensitivity({"robust": -1.0}, sd)
+
+
+def test_diag_fisher_on_a_small_torch_model():
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    X = np.random.default_rng(0).standard_normal((32, 4)).astype(np.float32)
+    y = np.arange(32) % 3
+    F = na.diag_fisher(model, X, y, max_samples=16)
+    assert set(F) == set(model.state_dict())
+    assert all(v >= 0 for v in F.values()) and sum(F.values()) > 0
+
+
+def test_tune_mmse_pb_uses_the_validation_callback():
+    w = np.random.default_rng(12).laplace(size=20000) * 0.05
+    sd = {"w": w}
+    big = np.abs(w) > np.quantile(np.abs(w), 0.99)
+    calls = []
+
+    def neg_mse(rec):                      # MSE-optimal: the neutral point (plain MMSE)
+        calls.append(rec)
+        return -float(np.mean((rec["w"] - w) ** 2))
+
+    def big_weights(rec):                  # large weights matter: less shrinkage wins
+        return -float(np.mean((rec["w"] - w)[big] ** 2))
+
+    p = na.tune_mmse_pb(sd, neg_mse, 0.0, draws=2)
+    assert p == {"lambda": 0.0, "beta": 0.0}
+    assert len(calls) == 2 * len(na.DEFAULT_PB_GRID)
+    p2, table = na.tune_mmse_pb(sd, big_weights, 0.0, draws=2, return_table=True)
+    assert p2["lambda"] > 0.3
+    assert [row[:2] for row in table] == list(na.DEFAULT_PB_GRID)
+    # grid points beyond seed 000's bound lambda' < (1 + WNR)/2 are skipped, not fatal
+    p3, t3 = na.tune_mmse_pb(sd, neg_mse, -10.0, grid=[(0.0, 0.0), (0.9, 0.0)], draws=1,
+                             return_table=True)
+    assert t3[1][2] is None and p3["lambda"] == 0.0
+    with pytest.raises(na.AnalogConfigError):
+        na.tune_mmse_pb(sd, neg_mse, 0.0, scheme="mmse")

@@ -75,6 +75,7 @@ before estimation), summed over tensors (for the spiral the noise power is that 
 estimate, measured); info["weight_mse"] after the receiver; :func:`weight_mse_bound` gives
 D = var (1 + SNR)^(-rho), the optimum for a Gaussian source.
 """
+from .allocation import DEFAULT_PB_GRID, allocate_by_sensitivity, diag_fisher, tune_mmse_pb
 from .receivers import ml, mmse, mmse_pb
 from .schemes import (EXPANSIONS, MAPPINGS, RECEIVERS, SCHEMES, AnalogConfigError, AnalogScheme,
                       TensorAllocation, get_scheme)
@@ -84,4 +85,5 @@ from .transmit import CHANNELS, DEFAULT_BLOCK_LEN, FADINGS, transmit_weights, we
 __all__ = ["SCHEMES", "RECEIVERS", "MAPPINGS", "EXPANSIONS", "AnalogConfigError", "AnalogScheme",
            "TensorAllocation", "get_scheme", "transmit_weights", "weight_mse_bound", "ml", "mmse",
            "mmse_pb", "sk_map", "decode_ml", "decode_mmse", "design_gamma", "CHANNELS", "FADINGS",
-           "DEFAULT_BLOCK_LEN"]
+           "DEFAULT_BLOCK_LEN", "allocate_by_sensitivity", "diag_fisher", "tune_mmse_pb",
+           "DEFAULT_PB_GRID"]
