@@ -289,8 +289,6 @@ def run_sweep(*, task: Optional[str] = None, state_dict: Optional[Mapping[str, A
         if not evaluator.has_val:
             raise SweepError("scheme(s) " + ", ".join(n for n, v in needs_tune.items() if v)
                              + " tune their receiver on validation data: give evaluate_val, or tune=False")
-        if xkind == "noise_std":
-            raise SweepError("receiver tuning runs on the SNR axis; use tune=False on the noise-std axis")
 
     t_start = time.perf_counter()
     store = ResultsFile(output, force=force)
@@ -353,20 +351,23 @@ def _tune_unit(unit):
     key, scheme, channel, tsnr = unit
     st = _new_stats()
     t = time.perf_counter()
-    kw = {"scheme": scheme, "channel": _channel_args(channel)["channel"], "draws": ctx.tune_draws,
-          "seed": point_seed(ctx.seed, channel, "tune", tsnr, 0)}
+    kw = dict(_channel_args(channel), scheme=scheme, draws=ctx.tune_draws, seed=ctx.seed)
     if ctx.tune_grid is not None:
         kw["grid"] = ctx.tune_grid
+    if ctx.xkind == "noise_std":
+        kw["noise_std"], tsnr_arg = tsnr, None
+    else:
+        tsnr_arg = tsnr
     calls = [0]
 
     def val(sd):
         calls[0] += 1
         return ctx.evaluator.val(sd)
 
-    params = _finite(dict(ctx.na.tune_mmse_pb(ctx.sd, val, tsnr, **kw)))
+    params = _finite(dict(ctx.na.tune_mmse_pb(ctx.sd, val, tsnr_arg, **kw)))
     st["seconds_tune"] = time.perf_counter() - t
     st["tune_evaluations"] = calls[0]
-    rec = {"type": "tune", "key": key, "scheme": scheme, "channel": channel, "snr_db": tsnr,
+    rec = {"type": "tune", "key": key, "scheme": scheme, "channel": channel, ctx.xkind: tsnr,
            "params": params, "draws": ctx.tune_draws, "val_evaluations": calls[0],
            "seconds": round(st["seconds_tune"], 3)}
     return rec, st
@@ -381,13 +382,14 @@ def _point_unit(unit):
     else:
         params = None
         if ctx.tune and ctx.needs_tune.get(spec.name):
-            params = ctx.tunes[_tune_key(channel, spec.name, ctx.design if ctx.design is not None else x)]
+            params = ctx.tunes[_tune_key(channel, spec.name, ctx.design if ctx.design is not None else x,
+                                         ctx.xkind)]
         recs = _analog_points(ctx, spec, channel, x, pend, params, st)
     return [_finite(r) for r in recs], st
 
 
-def _tune_key(channel, scheme, tsnr) -> str:
-    return f"{channel}|{scheme}|snr_db={_fmt(tsnr)}"
+def _tune_key(channel, scheme, x, xkind="snr_db") -> str:
+    return f"{channel}|{scheme}|{xkind}={_fmt(x)}"
 
 
 def _merge(stats, st):
@@ -466,7 +468,7 @@ def _run(store, stats, t_start, evaluator, sd, task_name, specs, channels, xkind
         for channel, x, spec, _ in units:
             if needs_tune.get(spec.name):
                 tsnr = design if design is not None else x
-                key = _tune_key(channel, spec.name, tsnr)
+                key = _tune_key(channel, spec.name, tsnr, xkind)
                 if key not in ctx.tunes and key not in {u[0] for u in tune_units}:
                     tune_units.append((key, spec.name, channel, tsnr))
     _CTX = ctx
@@ -477,7 +479,7 @@ def _run(store, stats, t_start, evaluator, sd, task_name, specs, channels, xkind
             stats["tunings"] += 1
             _merge(stats, st)
             if progress is not None:
-                progress(count, total, f"tuned {rec['scheme']} {rec['channel']} {_fmt(rec['snr_db'])} dB")
+                progress(count, total, f"tuned {rec['scheme']} {rec['channel']} {_fmt(rec[xkind])}")
         for recs, st in _pool_map(_point_unit, units, jobs):
             _merge(stats, st)
             for r in recs:
