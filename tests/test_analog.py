@@ -213,8 +213,11 @@ def test_mmse_pb_formula_matches_seed_for_zero_mean():
     seed = (var * r + var * nv * beta_raw) / (var + (1 - 2 * var * lam_raw) * nv)
     ours = na.mmse_pb(r, nv, 0.0, var, lam=lam_raw * var, beta=beta_raw * math.sqrt(var))
     assert np.allclose(ours, seed)
-    # lambda' = 1/2: no shrinkage (the ML scale)
+    # lambda' = 1/2, beta = 0: ML, whatever the prior mean
     assert np.allclose(na.mmse_pb(r, nv, 0.0, var, lam=0.5), r)
+    assert np.allclose(na.mmse_pb(r, nv, 0.7, var, lam=0.5), r)
+    # neutral point: MMSE with the prior mean
+    assert np.allclose(na.mmse_pb(r, nv, 0.7, var), na.mmse(r, nv, 0.7, var))
 
 
 def test_mmse_pb_lambda_bound_raises():

@@ -52,10 +52,11 @@ value (after MRC), nv its noise power in the weight domain:
 - MMSE: w_hat = (var r + mu nv) / (var + nv), the Gaussian prior from the sample mean and
   variance (free for the standard mapping, whose scale and shift are those two values; charged
   as two more float32 per group for the linear mapping).
-- MMSE_pb: w_hat = (var r + mu nv + beta var nv) / (var + (1 - 2 var lambda) nv), the minimizer
-  of E[(w_hat - W)^2 e^{lambda W^2 + beta W} | R] (seed 000's formula, which assumes mu = 0);
-  lambda and beta are given in standardized units (see :mod:`nncodec.analog.receivers`);
-  lambda = beta = 0 is MMSE. :func:`tune_mmse_pb` picks them on a validation callback.
+- MMSE_pb: w_hat = mu + (var (r - mu) + beta var nv) / (var + (1 - 2 var lambda) nv), the
+  minimizer of E[(w_hat - W)^2 e^{lambda (W - mu)^2 + beta (W - mu)} | R]: seed 000's formula
+  applied to the weights centred on the prior mean (identical for mu = 0); lambda and beta are
+  given in standardized units (see :mod:`nncodec.analog.receivers`); lambda = beta = 0 is MMSE,
+  lambda' = 1/2, beta = 0 is ML. :func:`tune_mmse_pb` picks them on a validation callback.
 The MMSE receivers assume the noise of ``design_snr_db`` (default: the true SNR), so a
 mismatched design can be studied.
 
@@ -70,10 +71,10 @@ e.g. QPSK with a rate-1/2 code), and info["side_channel_uses"] = ceil(side_bits 
 Tensor names and shapes are known to both ends (the architecture) and not charged.
 info["channel_uses"] = analog uses (ceil(real dims / 2)) + side uses.
 
-Reported quality: info["wnr_db"] = 10 log10(weight variance / noise power in the weight domain
-before estimation), summed over tensors (for the spiral the noise power is that of the ML
-estimate, measured); info["weight_mse"] after the receiver; :func:`weight_mse_bound` gives
-D = var (1 + SNR)^(-rho), the optimum for a Gaussian source.
+Reported quality: info["wnr_db"] (seed 003's WNR) = 10 log10(weight variance / noise power in
+the weight domain before estimation), both summed over tensors (for the spiral the noise power
+is that of the ML estimate, measured); info["weight_mse"] after the receiver;
+:func:`weight_mse_bound` gives D = var (1 + SNR)^(-rho), the optimum for a Gaussian source.
 """
 from .allocation import DEFAULT_PB_GRID, allocate_by_sensitivity, diag_fisher, tune_mmse_pb
 from .receivers import ml, mmse, mmse_pb

@@ -4,19 +4,21 @@ All act on ``r = w + z`` elementwise, with a per-weight noise variance ``nv`` (i
 fading) and the group's prior mean ``mu`` and variance ``var``.
 
 MMSE_pb (seed 000, "Bayesian denoiser with compensators") minimizes
-``E[(w_hat - W)^2 exp(lambda W^2 + beta W) | R]``. For the Gaussian prior N(mu, var) the
-minimizer is the mean of the tilted posterior:
+``E[(w_hat - W)^2 exp(lambda W^2 + beta W) | R]``. For the zero-mean Gaussian prior N(0, var) the
+minimizer is the mean of the tilted posterior, seed 000's formula:
 
-    w_hat = (var r + mu nv + beta var nv) / (var + (1 - 2 var lambda) nv),
+    w_hat = (var r + beta var nv) / (var + (1 - 2 var lambda) nv),
     valid while lambda < 1/(2 var) + 1/(2 nv).
 
-With mu = 0 this is exactly the seed's formula; the mu nv term is what the same derivation
-gives for a non-zero prior mean (the seed's slide assumes a zero-mean prior). lambda = beta = 0
-is the plain MMSE estimate. We take lambda and beta in units of the group's standardized weights
-(``lambda = lambda' / var``, ``beta = beta' / std``), so that one pair fits tensors of any
-scale: the factor on r becomes var / (var + (1 - 2 lambda') nv) and the bound
-lambda' < (1 + var/nv) / 2 = (1 + WNR) / 2. ``lambda'`` in [0, 1/2] moves the estimate from MMSE
-towards ML (less shrinkage), beyond 1/2 it expands.
+We apply it to the weights centred on the prior mean (the compensators weigh the deviation
+W - mu), i.e. w_hat = mu + (var (r - mu) + beta var nv) / (var + (1 - 2 var lambda) nv): for
+mu = 0 exactly the seed's formula, lambda = beta = 0 gives the plain MMSE estimate and
+lambda = 1/(2 var), beta = 0 gives ML (w_hat = r) for any mu. We take lambda and beta in units of
+the group's standardized weights (``lambda = lambda' / var``, ``beta = beta' / std``), so that
+one pair fits tensors of any scale: the factor on r - mu becomes var / (var + (1 - 2 lambda') nv)
+and the bound lambda' < (1 + var/nv) / 2 = (1 + WNR) / 2. ``lambda'`` in [0, 1/2] moves the
+estimate from MMSE to ML (less shrinkage), beyond 1/2 it expands; ``beta'`` adds
+beta' std nv / (var + (1 - 2 lambda') nv).
 """
 from __future__ import annotations
 
@@ -53,4 +55,4 @@ def mmse_pb(r: np.ndarray, nv, mu: float, var: float, lam: float = 0.0, beta: fl
         raise AnalogConfigError(
             f"mmse_pb: lambda'={lam} breaks seed 000's bound lambda' < (1 + WNR)/2 = {worst:.4g} "
             "for some weights (under fading the per-weight WNR can be tiny: keep lambda' < 0.5)")
-    return (var * r + mu * nv + beta * np.sqrt(var) * nv) / den
+    return mu + (var * (r - mu) + beta * np.sqrt(var) * nv) / den
