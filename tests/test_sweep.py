@@ -227,3 +227,12 @@ def test_worker_processes_give_the_same_results(tmp_path):
     # identical records, except whether a worker had already seen the same received container
     strip = lambda res: [{k: v for k, v in p.items() if k != "cached"} for p in res.points]  # noqa: E731
     assert strip(a) == strip(b)
+
+
+def test_batched_evaluation_equals_separate_passes(digits):
+    _, sd = digits
+    ev = TaskEvaluator("digits")
+    rng = np.random.default_rng(1)
+    sds = [{k: v + np.float32(s) * rng.standard_normal(v.shape).astype(v.dtype) for k, v in sd.items()}
+           for s in (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)] * 2
+    assert ev.test_many(sds) == [ev.test(x) for x in sds]

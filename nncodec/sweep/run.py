@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import math
+import os
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
@@ -350,6 +351,7 @@ def _tune_unit(unit):
     ctx = _CTX
     key, scheme, channel, tsnr = unit
     st = _new_stats()
+    c0 = time.process_time()
     t = time.perf_counter()
     kw = dict(_channel_args(channel), scheme=scheme, draws=ctx.tune_draws, seed=ctx.seed)
     if ctx.tune_grid is not None:
@@ -367,6 +369,8 @@ def _tune_unit(unit):
     params = _finite(dict(ctx.na.tune_mmse_pb(ctx.sd, val, tsnr_arg, **kw)))
     st["seconds_tune"] = time.perf_counter() - t
     st["tune_evaluations"] = calls[0]
+    if os.getpid() != ctx.parent_pid:
+        st["cpu_seconds"] = time.process_time() - c0
     rec = {"type": "tune", "key": key, "scheme": scheme, "channel": channel, ctx.xkind: tsnr,
            "params": params, "draws": ctx.tune_draws, "val_evaluations": calls[0],
            "seconds": round(st["seconds_tune"], 3)}
@@ -377,6 +381,7 @@ def _point_unit(unit):
     ctx = _CTX
     channel, x, spec, pend = unit
     st = _new_stats()
+    c0 = time.process_time()
     if spec.digital:
         recs = _digital_points(ctx, spec, channel, x, pend, st)
     else:
@@ -385,6 +390,8 @@ def _point_unit(unit):
             params = ctx.tunes[_tune_key(channel, spec.name, ctx.design if ctx.design is not None else x,
                                          ctx.xkind)]
         recs = _analog_points(ctx, spec, channel, x, pend, params, st)
+    if os.getpid() != ctx.parent_pid:  # a worker process: its CPU time is not the parent's
+        st["cpu_seconds"] = time.process_time() - c0
     return [_finite(r) for r in recs], st
 
 
@@ -401,6 +408,7 @@ def _run(store, stats, t_start, evaluator, sd, task_name, specs, channels, xkind
          design, budget_rho, block_length, on_damage, tune, tune_draws, tune_grid, needs_tune, na,
          progress, threads, jobs):
     global _CTX
+    c_start = time.process_time()
     budget_uses = _digital.channel_uses_for(sd, budget_rho)
     header = {"type": "header", "format": FORMAT, "version": VERSION, "task": task_name,
               "model_sha256": model_sha256(sd), "seed": seed, "budget_rho": budget_rho,
@@ -409,7 +417,7 @@ def _run(store, stats, t_start, evaluator, sd, task_name, specs, channels, xkind
               "channel_uses_budget": budget_uses}
     ctx = _Ctx(evaluator=evaluator, sd=sd, na=na, seed=seed, xkind=xkind, design=design,
                on_damage=on_damage, plans={}, eval_cache={}, tunes={}, tune=tune, tune_draws=tune_draws,
-               tune_grid=tune_grid, needs_tune=needs_tune)
+               tune_grid=tune_grid, needs_tune=needs_tune, parent_pid=os.getpid())
     old = store.header
     if old is None:
         st = _new_stats()
@@ -493,6 +501,7 @@ def _run(store, stats, t_start, evaluator, sd, task_name, specs, channels, xkind
     finally:
         _CTX = None
     stats["seconds"] = time.perf_counter() - t_start
+    stats["cpu_seconds"] = stats.get("cpu_seconds", 0.0) + time.process_time() - c_start
     stats["threads"] = threads
     stats["jobs"] = jobs
     store.append(_finite({"type": "run", **{k: (round(v, 3) if isinstance(v, float) else v)
