@@ -375,3 +375,26 @@ def test_tune_mmse_pb_uses_the_validation_callback():
     assert t3[1][2] is None and p3["lambda"] == 0.0
     with pytest.raises(na.AnalogConfigError):
         na.tune_mmse_pb(sd, neg_mse, 0.0, scheme="mmse")
+
+
+def test_design_snr_mismatch():
+    sd = {"w": gauss(20_000)}
+    _, matched = na.transmit_weights(sd, "sk2-ml", 10.0, seed=1)
+    _, high = na.transmit_weights(sd, "sk2-ml", 10.0, design_snr_db=25.0, seed=1)
+    assert high["design_snr_db"] == 25.0 and high["snr_db"] == 10.0
+    assert high["sk_gamma"]["w"] > matched["sk_gamma"]["w"]
+    # a spiral designed for 25 dB falls off a cliff at 10 dB (jumps between the arms)
+    assert high["weight_mse"] > 3 * matched["weight_mse"]
+    # the MMSE receiver assuming the wrong noise level loses to the matched one
+    _, m_ok = na.transmit_weights(sd, "mmse", 0.0, seed=1)
+    _, m_bad = na.transmit_weights(sd, "mmse", 0.0, design_snr_db=20.0, seed=1)
+    assert m_bad["weight_mse"] > 1.5 * m_ok["weight_mse"]
+
+
+def test_storage_model_all_mappings():
+    sd = {"w": gauss(5000)}
+    for scheme in ("sk2-ml", "ml", "sign+adaptive-map"):
+        out, info = na.transmit_weights(sd, scheme, noise_std=0.05, seed=2)
+        assert info["snr_db"] is not None and info["weight_mse"] < 0.1
+    with pytest.raises(na.AnalogConfigError):
+        na.transmit_weights(sd, "ml", noise_std=0.1, design_noise_std=-1.0)
