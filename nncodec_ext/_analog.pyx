@@ -88,17 +88,20 @@ cdef inline double _ml_one(double yr, double yi, double gamma, double *a_out) no
 
 def decode(const double[::1] yr, const double[::1] yi, double gamma, const double[::1] n0c,
            int want_mmse, int prior_kind, const double[::1] dens, double hist_lo, double hist_width,
-           double[::1] out_ml, double[::1] out_mmse, int max_points=200000):
+           double[::1] out_ml, double[::1] out_mmse, int max_points=200000, double kq=0.0):
     """ML (always) and, if want_mmse, MMSE decoding of the double spiral.
 
     n0c: complex noise variance per symbol (assumed by the receiver). prior_kind: 0 flat,
     1 standard Gaussian, 2 histogram ``dens`` (len nb + 1, last entry = floor outside the range).
+    kq: 0 for the seed's map (radius a = |u|); > 0 for the uniform-stretch variant with radius
+    a = k sqrt(|u|), kq = 1/k^2, so that u = sign * kq a^2 (the prior then carries the Jacobian
+    du/da = 2 kq a).
     Returns the number of symbols whose MMSE grid hit ``max_points`` (coarser grid used).
     """
     cdef Py_ssize_t n = yr.shape[0], i
     cdef int nb = dens.shape[0] - 1
     cdef double y_r, y_i, rad, d2min, u_ml, sig, half, lo, hi, h, fa, a, c, s, cr, sr, tmp
-    cdef double proj, d2p, d2m, inv, wp, wm, num, den, e, dstar, dmin2
+    cdef double proj, d2p, d2m, inv, wp, wm, num, den, e, dstar, dmin2, v, jac
     cdef long k, npts, jump
     cdef int capped = 0
     with nogil:
@@ -106,6 +109,8 @@ def decode(const double[::1] yr, const double[::1] yi, double gamma, const doubl
             y_r = yr[i]
             y_i = yi[i]
             u_ml = _ml_one(y_r, y_i, gamma, &d2min)
+            if kq > 0.0:
+                u_ml = kq * u_ml * fabs(u_ml)
             out_ml[i] = u_ml
             if not want_mmse:
                 continue
@@ -152,15 +157,21 @@ def decode(const double[::1] yr, const double[::1] yi, double gamma, const doubl
                         c = cos(gamma * a)
                         s = sin(gamma * a)
                         continue
+                if kq > 0.0:
+                    v = kq * a * a
+                    jac = 2.0 * kq * a
+                else:
+                    v = a
+                    jac = 1.0
                 e = (d2p - d2min) * inv
                 if e < 30.0:
-                    wp = _prior(a, prior_kind, dens, hist_lo, hist_width, nb) * exp(-e)
-                    num += a * wp
+                    wp = _prior(v, prior_kind, dens, hist_lo, hist_width, nb) * jac * exp(-e)
+                    num += v * wp
                     den += wp
                 e = (d2m - d2min) * inv
                 if e < 30.0 and a > 0.0:
-                    wm = _prior(-a, prior_kind, dens, hist_lo, hist_width, nb) * exp(-e)
-                    num -= a * wm
+                    wm = _prior(-v, prior_kind, dens, hist_lo, hist_width, nb) * jac * exp(-e)
+                    num -= v * wm
                     den += wm
                 k += 1
                 if (k & 255) == 0:           # resynchronize the rotation now and then

@@ -398,3 +398,21 @@ def test_storage_model_all_mappings():
         assert info["snr_db"] is not None and info["weight_mse"] < 0.1
     with pytest.raises(na.AnalogConfigError):
         na.transmit_weights(sd, "ml", noise_std=0.1, design_noise_std=-1.0)
+
+
+def test_uniform_stretch_spiral_option():
+    sd = {"w": gauss(20_000)}
+    _, lin = na.transmit_weights(sd, "sk2-ml", 25.0, seed=3)
+    sch = na.get_scheme("sk2-ml", sk_stretch="sqrt")
+    out, sq = na.transmit_weights(sd, sch, 25.0, seed=3)
+    assert sq["side_bits"] == lin["side_bits"] + 32                     # k
+    assert db(lin["weight_mse"] / sq["weight_mse"]) > 3.0
+    _, sqm = na.transmit_weights(sd, na.get_scheme("sk2-mmse", sk_stretch="sqrt"), 25.0, seed=3)
+    assert sqm["weight_mse"] <= sq["weight_mse"] * 1.02
+    _, st = na.transmit_weights(sd, sch, noise_std=0.02, seed=3)
+    assert st["weight_mse"] < 0.05
+    u = gauss(200)
+    k = sk.sqrt_k(u)
+    assert np.allclose(sk.decode_ml(sk.sk_map(u, 4.0, k), 4.0, k=k), u, atol=1e-6)
+    with pytest.raises(na.AnalogConfigError):
+        na.get_scheme("sk2-ml", sk_stretch="cubic")

@@ -40,7 +40,8 @@ Transmitter (per float tensor; integer and bool tensors go losslessly as side bi
   :mod:`nncodec.analog.spiral`): u = (w - mean) / std -> f(u) = sign(u) |u| e^{i gamma |u|},
   the w < 0 arm being the w >= 0 arm rotated by pi so that w and -w never meet; gamma designed for
   the design SNR; ML decoding = nearest point on the spiral, MMSE decoding = posterior mean over
-  a fine grid with the empirical (histogram) prior.
+  a fine grid with the empirical (histogram) prior. Option ``sk_stretch="sqrt"``: radius
+  k sqrt|u| (uniform stretch along the curve; not in the seed, better at high SNR).
 - Unequal protection: :func:`allocate_by_sensitivity` turns per-tensor sensitivities (e.g. a
   diagonal Fisher estimate, :func:`diag_fisher`) into per-tensor power or repetition
   (``TensorAllocation``), used through the scheme option ``allocation``.

@@ -14,9 +14,11 @@ import sys
 
 import numpy as np
 
-from . import transmit_weights, weight_mse_bound
+from . import get_scheme, transmit_weights, weight_mse_bound
 
-SCHEMES = ("ml", "mmse", "rep2-ml", "rep2-mmse", "sk2-ml", "sk2-mmse")
+# (label, scheme): the presets, and the spiral with uniform stretch (sk_stretch="sqrt")
+SCHEMES = [(n, get_scheme(n)) for n in ("ml", "mmse", "rep2-ml", "rep2-mmse", "sk2-ml", "sk2-mmse")]
+SCHEMES += [(n + "/sqrt", get_scheme(n, sk_stretch="sqrt")) for n in ("sk2-ml", "sk2-mmse")]
 
 
 def measure(n: int, snrs, seed: int = 0):
@@ -24,9 +26,9 @@ def measure(n: int, snrs, seed: int = 0):
     var = float(np.var(w))
     rows = []
     for snr in snrs:
-        for scheme in SCHEMES:
-            _, info = transmit_weights({"w": w}, scheme, float(snr), seed=seed)
-            rho = 2 if scheme.startswith(("rep2", "sk2")) else 1
+        for scheme, sch in SCHEMES:
+            _, info = transmit_weights({"w": w}, sch, float(snr), seed=seed)
+            rho = sch.rho
             bound = weight_mse_bound(var, float(snr), rho)
             rows.append({"snr_db": float(snr), "scheme": scheme, "rho": rho,
                          "weight_mse": info["weight_mse"], "bound": bound,
@@ -51,11 +53,11 @@ def main(argv=None) -> int:
     if a.n < 2:
         ap.error("--n must be at least 2")
     rows = measure(a.n, snrs, a.seed)
-    print(f"{'SNR dB':>7} {'scheme':>10} {'rho':>3} {'weight MSE':>11} {'bound D':>10} "
+    print(f"{'SNR dB':>7} {'scheme':>13} {'rho':>3} {'weight MSE':>11} {'bound D':>10} "
           f"{'gap dB':>7} {'gamma':>7}")
     for r in rows:
         g = f"{r['sk_gamma']:.3f}" if r["sk_gamma"] else ""
-        print(f"{r['snr_db']:7.1f} {r['scheme']:>10} {r['rho']:3d} {r['weight_mse']:11.4g} "
+        print(f"{r['snr_db']:7.1f} {r['scheme']:>13} {r['rho']:3d} {r['weight_mse']:11.4g} "
               f"{r['bound']:10.4g} {r['gap_db']:7.2f} {g:>7}")
     if a.json:
         with open(a.json, "w") as f:

@@ -73,6 +73,9 @@ class AnalogScheme:
     - ``sk_prior``: prior of the spiral's MMSE decoder, ``"empirical"`` (a 64-bin histogram of
       the standardized weights, charged as side info) or ``"gaussian"``.
     - ``sk_gamma``: fixed spiral frequency; None designs it for the design SNR.
+    - ``sk_stretch``: ``"linear"`` (seed 000: radius and angle grow linearly with |u|) or
+      ``"sqrt"`` (radius k sqrt|u|: the arc length grows linearly with |u|, so every weight gets
+      the same stretch; better above about 10 dB, worse below).
     - ``clip``: for the ``linear`` mapping, project estimates onto the group's range (known to
       the receiver from the side info).
     - ``allocation``: tensor name -> :class:`TensorAllocation` (unequal protection); tensors not
@@ -94,6 +97,7 @@ class AnalogScheme:
     side_rate: float = 1.0
     sk_prior: str = "empirical"
     sk_gamma: Optional[float] = None
+    sk_stretch: str = "linear"
     clip: bool = True
     allocation: Optional[Mapping[str, TensorAllocation]] = None
     params: Mapping[str, float] = field(default_factory=dict)
@@ -138,6 +142,8 @@ def _validate(s: AnalogScheme) -> None:
             bad("per-tensor repetition does not combine with the spiral (use power allocation)")
     if s.sk_prior not in ("empirical", "gaussian"):
         bad(f"sk_prior must be 'empirical' or 'gaussian', got {s.sk_prior!r}")
+    if s.sk_stretch not in ("linear", "sqrt"):
+        bad(f"sk_stretch must be 'linear' or 'sqrt', got {s.sk_stretch!r}")
     if s.sk_gamma is not None and not (math.isfinite(s.sk_gamma) and s.sk_gamma > 0):
         bad(f"sk_gamma must be a positive number, got {s.sk_gamma!r}")
     if s.adaptive_map and not s.sign_protection:

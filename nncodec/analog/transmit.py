@@ -109,6 +109,7 @@ class _Tensor:
     sk_mu: float = 0.0
     sk_sd: float = 0.0
     sk_gamma: float = 0.0
+    sk_k: Optional[float] = None          # radius factor of the uniform-stretch variant
     sk_prior: Optional[Tuple[np.ndarray, float]] = None
 
 
@@ -191,6 +192,9 @@ def _encode_sk(t: _Tensor, sch: AnalogScheme) -> None:
         return
     u = (t.w - mu) / sd
     t.x = u
+    if sch.sk_stretch == "sqrt":
+        t.sk_k = _sk.sqrt_k(u)
+        t.side_bits += FLOAT_BITS                      # k
     t.reps = np.ones(t.n, dtype=np.int64)
     t.dims = 2 * t.n
     if sch.receiver == "mmse" and sch.sk_prior == "empirical":
@@ -378,9 +382,11 @@ def transmit_weights(state_dict: Mapping[str, Any], scheme: Union[str, AnalogSch
                 # design: gamma for the SNR this tensor sees (its power share); in storage mode
                 # the peak normalization sets the SNR, found by a fixed point below
                 t.sk_gamma = _sk.design_gamma(10 * math.log10(eff_snr) if eff_snr else
-                                              _storage_design_snr(u, n0_design),
-                                              sch.receiver)
-            z = _sk.sk_map(u, t.sk_gamma)
+                                              _storage_design_snr(
+                                                  np.abs(u) if t.sk_k is None
+                                                  else t.sk_k * np.sqrt(np.abs(u)), n0_design),
+                                              sch.receiver, sch.sk_stretch)
+            z = _sk.sk_map(u, t.sk_gamma, t.sk_k)
             if storage:
                 peak = float(max(np.max(np.abs(z.real)), np.max(np.abs(z.imag))))
                 t.gain = math.sqrt(t.power_rel) / peak
@@ -498,11 +504,12 @@ def _db(num: float, den: float) -> float:
     return float(10.0 * math.log10(num / den))
 
 
-def _storage_design_snr(u: np.ndarray, n0: float) -> float:
-    """Storage mode: the spiral's peak scaling sets the SNR; use a unit-gamma estimate of the
-    peak (|f(u)| = |u|) to get the average-energy SNR the design needs."""
-    peak = float(np.max(np.abs(u)))
-    es = float(np.mean(u ** 2)) / peak ** 2
+def _storage_design_snr(radius: np.ndarray, n0: float) -> float:
+    """Storage mode: the spiral's peak scaling sets the SNR; estimate it from the radius |f(u)|
+    (the peak per real dimension is a little lower) to get the average-energy SNR the design
+    needs."""
+    peak = float(np.max(radius))
+    es = float(np.mean(radius ** 2)) / peak ** 2
     return 10.0 * math.log10(es / n0)
 
 
@@ -565,10 +572,10 @@ def _receive_sk(t: _Tensor, sch: AnalogScheme, yr, nv, nvd) -> Tuple[np.ndarray,
     # complex noise variance per symbol in the unit-energy domain (both real parts equal)
     n0c = 2.0 * nv[seg][0::2] / t.gain ** 2
     n0c_d = 2.0 * nvd[seg][0::2] / t.gain ** 2
-    u_ml = _sk.decode_ml(y, t.sk_gamma)
+    u_ml = _sk.decode_ml(y, t.sk_gamma, k=t.sk_k)
     noise_pow = float(np.mean((u_ml * t.sk_sd + t.sk_mu - t.w) ** 2))  # ML error power
     if sch.receiver == "ml":
         u = u_ml
     else:
-        u = _sk.decode_mmse(y, t.sk_gamma, n0c_d, prior=t.sk_prior)
+        u = _sk.decode_mmse(y, t.sk_gamma, n0c_d, prior=t.sk_prior, k=t.sk_k)
     return t.sk_mu + t.sk_sd * u, noise_pow
