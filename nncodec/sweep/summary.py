@@ -65,14 +65,17 @@ def curve(rows, channel: str, scheme: str, stat: str = "mean", axis: str = "snr_
 
 def envelope(rows, channel: str, stat: str = "mean", axis: str = "snr_db") -> list:
     """Best digital scheme at each x: [(x, value, scheme)] (the best-MCS envelope: an ideal
-    transmitter that knows the SNR picks the MCS with the best metric there)."""
+    transmitter that knows the SNR picks the MCS with the best metric there). ``scheme`` is None
+    where no MCS ever arrived intact."""
     best = {}
     for r in rows:
         if r["kind"] != "digital" or r["channel"] != channel or r["axis"] != axis or r.get(stat) is None:
             continue
-        if r["x"] not in best or r[stat] > best[r["x"]][0]:
-            best[r["x"]] = (r[stat], r["scheme"])
-    return [(x, v, s) for x, (v, s) in sorted(best.items())]
+        # ties (e.g. every MCS failing) go to the MCS that arrived intact most often
+        key = (r[stat], r.get("intact_share") or 0.0)
+        if r["x"] not in best or key > best[r["x"]][0]:
+            best[r["x"]] = (key, r["scheme"] if (r.get("intact_share") or 0.0) > 0 else None)
+    return [(x, k[0], s) for x, (k, s) in sorted(best.items())]
 
 
 def x_at_level(xs, values, level: float) -> Optional[float]:
