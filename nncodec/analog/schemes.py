@@ -215,8 +215,4 @@ def get_scheme(name: Union[str, AnalogScheme], **overrides: Any) -> AnalogScheme
         if name not in SCHEMES:
             raise AnalogConfigError(f"unknown analog scheme {name!r}; known: {', '.join(SCHEMES)}")
         base = SCHEMES[name]
-    if not overrides:
-        return base
-    if "name" not in overrides and not isinstance(name, AnalogScheme):
-        overrides = dict(overrides)
-    return _replace(base, overrides)
+    return _replace(base, overrides) if overrides else base

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from typing import Optional, Tuple
 
 import numpy as np
@@ -101,11 +102,15 @@ def _check(y, gamma):
     return y
 
 
-def _backend(backend: str) -> bool:
+def _backend(backend: str, n: int = 0) -> bool:
     if backend not in ("auto", "cython", "numpy"):
         raise AnalogConfigError(f"backend must be auto, cython or numpy, got {backend!r}")
     if backend == "cython" and not HAVE_EXT:
         raise AnalogConfigError("the Cython extension nncodec_ext._analog is not built")
+    if backend == "auto" and not HAVE_EXT and n > 5000:
+        warnings.warn("nncodec_ext._analog is not built: decoding the spiral in numpy, which is "
+                      "much slower (build it with `pip install -e .` or `python setup.py "
+                      "build_ext --inplace`)", RuntimeWarning, stacklevel=3)
     return HAVE_EXT and backend != "numpy"
 
 
@@ -123,7 +128,7 @@ def decode_ml(y: np.ndarray, gamma: float, backend: str = "auto",
     """Nearest point on the spiral: the ML estimate of u for every received symbol."""
     y = _check(y, gamma)
     kq = _kq(k)
-    if _backend(backend):
+    if _backend(backend, y.size):
         out = np.empty(y.size)
         _ext.decode(np.ascontiguousarray(y.real), np.ascontiguousarray(y.imag), float(gamma),
                     np.ones(1), 0, 1, np.zeros(1), 0.0, 1.0, out, out, 200000, kq)
@@ -141,7 +146,7 @@ def decode_mmse(y: np.ndarray, gamma: float, n0c, prior=None, backend: str = "au
     if not np.all(n0c > 0):
         raise AnalogConfigError("noise variance must be positive")
     kind, dens, lo, width = _prior_args(prior)
-    if _backend(backend):
+    if _backend(backend, y.size):
         ml = np.empty(y.size)
         out = np.empty(y.size)
         _ext.decode(np.ascontiguousarray(y.real), np.ascontiguousarray(y.imag), float(gamma), n0c,
