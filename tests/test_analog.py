@@ -416,3 +416,13 @@ def test_uniform_stretch_spiral_option():
     assert np.allclose(sk.decode_ml(sk.sk_map(u, 4.0, k), 4.0, k=k), u, atol=1e-6)
     with pytest.raises(na.AnalogConfigError):
         na.get_scheme("sk2-ml", sk_stretch="cubic")
+
+
+def test_seed_slide_formula_read_literally_is_the_rotated_arm():
+    # seed 000: x1 = -(D/pi) w cos(-gamma w + pi), x2 = -(D/pi) w sin(-gamma w + pi) for w < 0
+    gamma, c = 2.0, 1.0                   # c = Delta / pi, fixed by the power constraint here
+    w = -np.linspace(0.01, 4, 50)
+    seed_neg = -c * w * np.cos(-gamma * w + np.pi) - 1j * c * w * np.sin(-gamma * w + np.pi)
+    assert np.allclose(seed_neg, sk.sk_map(w, gamma))
+    seed_pos = c * -w * np.cos(gamma * -w) + 1j * c * -w * np.sin(gamma * -w)
+    assert np.allclose(seed_pos, sk.sk_map(-w, gamma))
