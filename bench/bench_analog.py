@@ -143,7 +143,7 @@ def wnr_gains(rows, ref, channel="awgn"):
     return out
 
 
-def run_task(task, work, draws, resume, jobs, design_snr, quick):
+def run_task(task, work, draws, resume, jobs, design_snr, quick, block_fading=False):
     print(f"{task}:", file=sys.stderr, flush=True)
     snrs = SNRS if not quick else [0.0, 8.0, 16.0, 24.0]
     wsnrs = WNR_SNRS if not quick else []
@@ -186,12 +186,15 @@ def run_task(task, work, draws, resume, jobs, design_snr, quick):
     out["wnr_rows"] = wrows
     out["wnr_gains"] = wnr_gains(wrows, ref)
     # b. Rayleigh
-    b, run = sweep("rayleigh", work, task, resume, schemes=DIGITAL + RAYLEIGH, snrs=snrs, channels=["rayleigh"],
+    fading = ["rayleigh"] + (["rayleigh-block"] if block_fading else [])
+    b, run = sweep("rayleigh", work, task, resume, schemes=DIGITAL + RAYLEIGH, snrs=snrs, channels=fading,
                    budget_rho=1.0, **common)
     out["runs"].append(run)
-    out["rayleigh"] = _rows(b, channel="rayleigh")
-    out["envelope_rayleigh_mean"] = envelope(out["rayleigh"], "rayleigh", "mean")
-    out["envelope_rayleigh_p10"] = envelope(out["rayleigh"], "rayleigh", "p10")
+    out["fading_channels"] = fading
+    for ch in fading:
+        out[ch] = _rows(b, channel=ch)
+        out[f"envelope_{ch}_mean"] = envelope(out[ch], ch, "mean")
+        out[f"envelope_{ch}_p10"] = envelope(out[ch], ch, "p10")
     # c. seed 002's table
     c, run = sweep("storage", work, task, resume, schemes=STORAGE, noise_stds=NOISE_STDS if not quick else [0.01, 0.1, 1.0],
                    channels=["awgn"], **common)
@@ -278,9 +281,11 @@ def plots(task, out, prefix):
     fig.savefig(RESULTS / files[-1], dpi=110)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.6))
-    _panel(ax, out["rayleigh"], "rayleigh", RAYLEIGH, DIGITAL, ref,
-           f"{task}, Rayleigh fading per symbol, rho = 1 budget", p10=True)
+    chans = out.get("fading_channels", ["rayleigh"])
+    fig, axs = plt.subplots(1, len(chans), figsize=(6.4 * len(chans), 4.6), squeeze=False)
+    for ax, ch in zip(axs[0], chans):
+        what = "per symbol" if ch == "rayleigh" else "per block (codeword)"
+        _panel(ax, out[ch], ch, RAYLEIGH, DIGITAL, ref, f"{task}, Rayleigh fading {what}, rho = 1 budget", p10=True)
     fig.tight_layout()
     files.append(prefix + "_rayleigh.png")
     fig.savefig(RESULTS / files[-1], dpi=110)
@@ -420,21 +425,26 @@ def render(data: dict) -> str:
         L.append("")
         L.append(f"![{task} AWGN](results/analog_{task}_awgn.png)")
         L.append("")
-        L.append("**b. Rayleigh fading** (new coefficient per complex symbol, perfect CSI; mean / 10th percentile over draws):")
-        L.append("")
-        envm = {x: v for x, v, _ in t["envelope_rayleigh_mean"]}
-        envp = {x: v for x, v, _ in t["envelope_rayleigh_p10"]}
-        rr = t["rayleigh"]
-        head = "| scheme | " + " | ".join(f"{x:g}" for x in xs) + " |"
-        L += [head, "|---|" + "---:|" * len(xs)]
-        for s in RAYLEIGH + ["env"]:
-            if s == "env":
-                L.append("| **digital, best MCS** | " + " | ".join(f"{_f(envm.get(x), 2)} / {_f(envp.get(x), 2)}" for x in xs) + " |")
-                continue
-            by = {r["x"]: r for r in rr if r["scheme"] == s}
-            L.append(f"| {s} | " + " | ".join(f"{_f(by[x]['mean'], 2)} / {_f(by[x]['p10'], 2)}" if x in by else "–"
-                                             for x in xs) + " |")
-        L.append("")
+        for ch in t.get("fading_channels", ["rayleigh"]):
+            what = ("a new coefficient per complex symbol" if ch == "rayleigh" else
+                    "one coefficient per block: per LDPC codeword on the digital path, per 972 channel uses "
+                    "on the analog path")
+            L.append(f"**b. Rayleigh fading, {ch}** ({what}, perfect CSI; mean / 10th percentile over draws):")
+            L.append("")
+            envm = {x: v for x, v, _ in t[f"envelope_{ch}_mean"]}
+            envp = {x: v for x, v, _ in t[f"envelope_{ch}_p10"]}
+            rr = t[ch]
+            head = "| scheme | " + " | ".join(f"{x:g}" for x in xs) + " |"
+            L += [head, "|---|" + "---:|" * len(xs)]
+            for s in RAYLEIGH + ["env"]:
+                if s == "env":
+                    L.append("| **digital, best MCS** | " + " | ".join(f"{_f(envm.get(x), 2)} / {_f(envp.get(x), 2)}"
+                                                                      for x in xs) + " |")
+                    continue
+                by = {r["x"]: r for r in rr if r["scheme"] == s}
+                L.append(f"| {s} | " + " | ".join(f"{_f(by[x]['mean'], 2)} / {_f(by[x]['p10'], 2)}" if x in by else "–"
+                                                 for x in xs) + " |")
+            L.append("")
         L.append(f"![{task} Rayleigh](results/analog_{task}_rayleigh.png)")
         L.append("")
         L.append("**c. Seed 002's table on this model** (noise std on the weights scaled into [-1, 1], mean accuracy; "
@@ -510,6 +520,8 @@ def main():
     ap.add_argument("--task", action="append", choices=["digits", "fashion"],
                     help="task(s) to run (default both)")
     ap.add_argument("--draws", type=int, default=10)
+    ap.add_argument("--block-fading", action="append", choices=["digits", "fashion"], default=None,
+                    help="also sweep Rayleigh block fading (one coefficient per codeword / block) for this task")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--design-snr", type=float, default=16.0, help="design SNR of the mismatch study (e.)")
     ap.add_argument("--work", default="/tmp/nncodec-bench-analog", help="folder of the raw sweep results")
@@ -529,7 +541,8 @@ def main():
         old = json.loads(Path(args.out).read_text())
         data["tasks"] = [t for t in old.get("tasks", []) if t["task"] not in tasks]
     for task in tasks:
-        out, _ = run_task(task, args.work, draws, args.resume, args.jobs, args.design_snr, args.quick)
+        out, _ = run_task(task, args.work, draws, args.resume, args.jobs, args.design_snr, args.quick,
+                          block_fading=task in (args.block_fading or []))
         if not args.quick:
             out["plots"] = plots(task, out, f"analog_{task}")
         data["tasks"].append(out)

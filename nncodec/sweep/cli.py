@@ -101,6 +101,13 @@ def _table(rows, axis: str) -> str:
             by_x = {r["x"]: r["mean"] for r in rs if r["scheme"] == s}
             cells = [("   -   " if by_x.get(x) is None else f"{by_x[x]:7.4f}") for x in xs]
             lines.append(f"  {s:<{w}} " + " ".join(cells))
+        wnr = [s for s in schemes if any(r["scheme"] == s and r.get("wnr_db") is not None for r in rs)]
+        if wnr:
+            lines.append("  WNR in dB (weight variance / noise power in the weight domain):")
+            for s in wnr:
+                by_x = {r["x"]: r.get("wnr_db") for r in rs if r["scheme"] == s}
+                cells = [("   -   " if by_x.get(x) is None else f"{by_x[x]:7.2f}") for x in xs]
+                lines.append(f"  {s:<{w}} " + " ".join(cells))
     return "\n".join(lines)
 
 

@@ -221,7 +221,7 @@ def run_sweep(*, task: Optional[str] = None, state_dict: Optional[Mapping[str, A
               draws: int = 10, seed: int = 0, output=None, force: bool = False,
               design_snr_db: Optional[float] = None, budget_rho: float = 1.0, block_length: int = 1944,
               on_damage: str = "zeros", tune: bool = True, tune_draws: int = 2,
-              tune_grid: Optional[dict] = None, threads: Optional[int] = None, jobs: int = 1,
+              tune_grid: Optional[Sequence] = None, threads: Optional[int] = None, jobs: int = 1,
               progress: Optional[Callable[[int, int, str], None]] = None) -> SweepResult:
     """Run (or resume) a sweep and return all its records.
 
@@ -234,7 +234,10 @@ def run_sweep(*, task: Optional[str] = None, state_dict: Optional[Mapping[str, A
     The grid: ``channels`` (:data:`CHANNELS`) x ``snrs`` (Es/N0 in dB) or ``noise_stds`` (the
     analog storage axis: noise standard deviation on the scaled weights, analog schemes only) x
     ``schemes`` (analog names from ``nncodec.analog.SCHEMES``, or ``digital:<mcs>``) x
-    ``draws``. ``design_snr_db`` fixes the SNR the analog schemes are designed for (mismatch
+    ``draws``. Receivers that need tuning (mmse_pb) are tuned with
+    ``nncodec.analog.tune_mmse_pb`` on the validation metric at each SNR (or at the design SNR),
+    ``tune_draws`` channel draws per candidate of ``tune_grid`` (a sequence of (lambda, beta);
+    None: the analog package's default grid). ``design_snr_db`` fixes the SNR the analog schemes are designed for (mismatch
     studies; default: each point's own SNR). Digital schemes get the channel uses of an analog
     scheme at ``budget_rho`` real dimensions per weight (see ``nncodec.sweep.digital``);
     damaged tensors become zeros or the mean (``on_damage``).
