@@ -107,7 +107,7 @@ def sweep(name, work, task, resume, **kw):
            "load_after": [round(x, 2) for x in os.getloadavg()], "resumed": resume,
            **{k: res.stats.get(k) for k in ("points_new", "points_skipped", "evaluations", "cached_evaluations",
                                             "tunings", "tune_evaluations", "seconds_eval", "seconds_channel",
-                                            "seconds_tune", "jobs")}}
+                                            "seconds_tune", "jobs", "cpu_seconds")}}
     print(f"  {task} {name}: {run['points_new']} points in {wall:.1f} s (load {run['load_before'][0]} -> "
           f"{run['load_after'][0]}), {run['evaluations']} evaluations", file=sys.stderr, flush=True)
     return res, run
@@ -395,7 +395,15 @@ def render(data: dict) -> str:
                  f"{tf['jobs']} worker processes, load average {tf['load_before'][0]} before / {tf['load_after'][0]} after; "
                  f"{tf['evaluations']} test evaluations ({tf['cached_evaluations']} digital receptions reused "
                  f"a cached accuracy), {tf['tune_evaluations']} validation evaluations for tuning"
-                 + (" (resumed run: not a timing)" if tf.get("resumed") else "") + ". Target: < 600 s.")
+                 + (" (resumed run: not a timing)" if tf.get("resumed") else "") + ". Target: < 600 s."
+                 + (f" CPU time of all its processes: {tf['cpu_seconds']:.0f} s, so about "
+                    f"{tf['cpu_seconds'] / 2:.0f} s of wall time on the two cores when nothing else runs "
+                    "(an estimate from CPU time, not a measurement)." if tf.get("cpu_seconds") else ""))
+        if len(t.get("timing_runs", [])) > 1:
+            L.append("All runs of the full sweep (the fastest is quoted): " + "; ".join(
+                f"{r['wall_s']:.0f} s (load {r['load_before'][0]} -> {r['load_after'][0]}"
+                + (f", CPU {r['cpu_seconds']:.0f} s" if r.get("cpu_seconds") else "") + ")"
+                for r in t["timing_runs"]) + ".")
         L.append("")
         L.append("Digital schemes at the two budgets (bytes of .nnc that fit, bits per weight, the target "
                  "weight SNR found, accuracy when received intact):")
@@ -529,7 +537,24 @@ def main():
     ap.add_argument("--quick", action="store_true", help="smoke test: 2 draws, few SNRs, nothing written")
     ap.add_argument("--from-json", help="re-render the README section from this results file")
     ap.add_argument("--out", default=str(RESULTS / "analog.json"))
+    ap.add_argument("--timing-only", action="store_true",
+                    help="rerun only the timed full sweep of each --task (fresh file in --work) and keep the "
+                         "fastest run in --out (best of N; every run is listed)")
     args = ap.parse_args()
+    if args.timing_only:
+        data = json.loads(Path(args.out).read_text())
+        for task in args.task or ["fashion"]:
+            t = next(t for t in data["tasks"] if t["task"] == task)
+            _, run = sweep("timing", args.work, task, False, schemes=DIGITAL + FULL_ANALOG, snrs=t["snrs"],
+                           channels=["awgn"], budget_rho=1.0, draws=t["draws"], jobs=args.jobs)
+            run["full_sweep"] = True
+            runs = t.setdefault("timing_runs", [t["timing_full_sweep"]])
+            runs.append(run)
+            t["timing_full_sweep"] = min(runs, key=lambda r: r["wall_s"])
+        data["env"]["timing_date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        Path(args.out).write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+        update_readme(render(data))
+        return
     if args.from_json:
         update_readme(render(json.loads(Path(args.from_json).read_text())))
         return
