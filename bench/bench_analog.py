@@ -148,7 +148,7 @@ def run_task(task, work, draws, resume, jobs, design_snr, quick, block_fading=Fa
     snrs = SNRS if not quick else [0.0, 8.0, 16.0, 24.0]
     wsnrs = WNR_SNRS if not quick else []
     common = dict(draws=draws, jobs=jobs)
-    out = {"task": task, "draws": draws, "snrs": snrs, "runs": []}
+    out = {"task": task, "draws": draws, "snrs": snrs, "runs": [], "env": env_info()}
     # a. AWGN, rho = 1 budget: the timed full sweep (6 MCS + 6 analog schemes x 15 SNRs x draws)
     a1, run = sweep("awgn", work, task, resume, schemes=DIGITAL + FULL_ANALOG, snrs=snrs, channels=["awgn"],
                     budget_rho=1.0, **common)
@@ -368,7 +368,7 @@ def _grid_table(rows, schemes, xs, stat="mean", label="scheme", extra=None):
 def render(data: dict) -> str:
     env = data["env"]
     L = [BEGIN, "", "## Analog versus digital transmission of the weights (`bench/bench_analog.py`)", ""]
-    L.append(f"commit `{env['git_commit']}`, {env['date']}, CPU: {env['cpu']} ({env['cpu_count']} logical, "
+    L.append(f"Last written at commit `{env['git_commit']}`, {env['date']}; CPU: {env['cpu']} ({env['cpu_count']} logical, "
              f"shared with other jobs: load averages below), Python {env['python']}, torch {env['torch']}.")
     L.append("")
     L.append("SNR is Es/N0 with unit average symbol energy; one complex channel use carries two weights at "
@@ -385,6 +385,10 @@ def render(data: dict) -> str:
         xs = t["snrs"]
         L.append(f"### {task}")
         L.append("")
+        te = t.get("env")
+        if te:
+            L.append(f"Run at commit `{te['git_commit']}`, started {te['date']}" + (f" ({te['note']})" if te.get("note") else "") + ".")
+            L.append("")
         L.append(f"{t['float_weights']:,} float weights, fp32 test accuracy {ref:.4f}, {t['draws']} draws per point. "
                  f"Budget: {t['budget']['rho1_channel_uses']:,} complex channel uses at rho = 1, "
                  f"{t['budget']['rho2_channel_uses']:,} at rho = 2.")
