@@ -242,3 +242,13 @@ def test_batched_evaluation_equals_separate_passes(digits):
     sds = [{k: v + np.float32(s) * rng.standard_normal(v.shape).astype(v.dtype) for k, v in sd.items()}
            for s in (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)] * 2
     assert ev.test_many(sds) == [ev.test(x) for x in sds]
+
+
+def test_infeasible_digital_scheme_is_recorded_without_a_metric(tmp_path):
+    # a budget of 1% of a channel use per weight holds no codeword at all
+    res = run_sweep(task="digits", schemes=["digital:qpsk-1/2"], snrs=[10], draws=2, budget_rho=0.01,
+                    output=tmp_path / "i.jsonl")
+    assert res.digital["qpsk-1/2"]["feasible"] is False
+    assert all(p["metric"] is None and p["infeasible"] for p in res.points)
+    row, = res.summary()
+    assert row["mean"] is None and row.get("infeasible")

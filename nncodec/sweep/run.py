@@ -246,7 +246,7 @@ def run_sweep(*, task: Optional[str] = None, state_dict: Optional[Mapping[str, A
     rerun with the same ``output`` skips the points already there (``force=True`` starts over).
     ``progress(done, total, label)`` is called as points finish. ``jobs`` > 1 spreads the work
     over that many forked worker processes (one torch thread each; results are the same as with
-    one process); with ``jobs=1``, ``threads`` sets torch's thread count while the sweep runs
+    one process; the callbacks then run in the workers); with ``jobs=1``, ``threads`` sets torch's thread count while the sweep runs
     (None: as it is).
     """
     xkind, xs = _resolve_x(snrs, noise_stds)
