@@ -107,6 +107,7 @@ def main():
       nncodec decode model.nnc -o restored.safetensors
       nncodec analyze model.nnc                          # dense vs CSR vs WS: size, ops, energy
       nncodec transmit model.nnc --channel awgn --snr 6 --mcs qpsk-1/2 -o received.nnc
+      nncodec sweep --task digits -s ml,mmse,digital:qpsk-1/2 --snr 0:20:2 -o sweep.jsonl
 
     Run `nncodec COMMAND --help` for the options of each command.
     """
@@ -376,9 +377,11 @@ def _register_optional_commands() -> None:
     """Commands that live beside their subsystems."""
     from .channel.cli import transmit
     from .sparse.cli import analyze
+    from .sweep.cli import sweep
 
     main.add_command(analyze)
     main.add_command(transmit)
+    main.add_command(sweep)
 
 
 _register_optional_commands()
