@@ -246,3 +246,33 @@ def test_cli_target_errors(tmp_path, digits_file):
     r = run("encode", other, "-o", tmp_path / "y.nnc", "--task", "digits", "--max-accuracy-drop", 1)
     assert r.exit_code == 1 and "does not fit task 'digits'" in r.output
     assert not (tmp_path / "x.nnc").exists() and not (tmp_path / "y.nnc").exists()
+
+
+def test_quantized_finetune_ends_on_the_grid_and_recovers_accuracy(digits):
+    import torch
+
+    from nncodec import prune as P
+    from nncodec.pipeline import step_from_qp
+    from nncodec.qat import quantized_finetune
+    from nncodec.tasks import _common, digits as D
+
+    task, sd = digits
+    qp = -6
+    step = step_from_qp(qp)
+    plain = task.evaluate(nncodec.decode(nncodec.encode(sd, qp=qp)), split="val")
+    net = _common.load_into(D.build_model(), sd)
+    masks = {"7.weight": np.abs(sd["7.weight"]) > np.quantile(np.abs(sd["7.weight"]), 0.5)}
+    with _common.deterministic_torch():
+        train_step = P.digits_train_step(net, lr=5e-4)
+        out = quantized_finetune(net, train_step, 4 * train_step.steps_per_epoch, step_sizes=step, masks=masks)
+    tuned = {k: v.detach().numpy() for k, v in net.state_dict().items()}
+    assert len(out["losses"]) == 4 * train_step.steps_per_epoch
+    for k in out["names"]:  # every weight tensor is on the step's grid: coding it adds no error
+        assert np.array_equal(tuned[k], np.rint(tuned[k] / step) * step)
+    assert not np.any(tuned["7.weight"][~masks["7.weight"]])
+    dec = nncodec.decode(nncodec.encode(tuned, qp=qp))
+    for k in out["names"]:
+        assert np.array_equal(dec[k], tuned[k])
+    assert task.evaluate(dec, split="val") > plain + 0.05
+    with pytest.raises(ValueError):
+        quantized_finetune(net, train_step, 1, step_sizes=0.0)
