@@ -256,12 +256,13 @@ class Reference:
 
 def grids(name: str, quick: bool) -> dict:
     if name == "efficientnet":
-        g = {"qp": [-24, -28, -32, -36, -40, -44, -48], "ref_qp": [-32, -36, -40, -44, -48, -52],
-             "bits": [6, 8, 10, 12], "k": [16, 32, 64, 128, 256], "pq": [], "rq": [],
+        g = {"qp": [-28, -32, -36, -40, -44, -48], "ref_qp": [-36, -40, -44, -48, -52],
+             "bits": [8, 10, 12], "k": [32, 128, 256], "pq": [], "rq": [],
              "prune": [0.2, 0.4], "prune_qp": [-36, -40, -44], "prune_k": [], "iter": [], "dns": None,
              "qat_qp": [], "qat_epochs": 0, "qat_states": []}
     else:
-        g = {"qp": list(range(-4, -33, -2)), "ref_qp": list(range(-4, -33, -2)),
+        g = {"qp": list(range(-4, -33, -2)), "ref_qp": list(range(-6, -27, -2)) if name != "digits" else
+             list(range(-4, -33, -2)),
              "bits": [2, 3, 4, 5, 6, 8], "k": [2, 3, 4, 6, 8, 16, 32, 64],
              "pq": [(16, 2), (64, 2), (256, 2), (256, 4)], "rq": [(16, 1, 2), (16, 2, 2), (64, 2, 2), (16, 2, 3)],
              "prune": [0.5, 0.7, 0.8, 0.9], "prune_qp": list(range(-6, -25, -2)), "prune_k": [4, 8, 16],
@@ -269,8 +270,9 @@ def grids(name: str, quick: bool) -> dict:
              # dynamic network surgery: (amount, epochs); digits has 1,347 training images
              "dns": (0.7, 15) if name == "digits" else (0.9, 2),
              # quantization-aware fine-tuning (nncodec.qat): qps, epochs, and the retrained states it also runs on
-             "qat_qp": [-4, -6, -8, -10, -12, -14], "qat_epochs": 15 if name == "digits" else 2,
-             "qat_states": [0.7, 0.9] if name == "digits" else [0.8, 0.9]}
+             "qat_qp": [-4, -6, -8, -10, -12, -14] if name == "digits" else [-8, -10, -12, -14],
+             "qat_epochs": 15 if name == "digits" else 3,
+             "qat_states": [0.7, 0.9] if name == "digits" else [0.5]}
     if quick:
         g.update({"qp": g["qp"][::4], "ref_qp": g["ref_qp"][::4], "bits": g["bits"][::2], "k": g["k"][::3],
                   "pq": g["pq"][:1], "rq": g["rq"][:1], "prune": g["prune"][:1], "prune_qp": g["prune_qp"][::2],
@@ -287,10 +289,13 @@ def run_model(model, ref: Optional[Reference], quick: bool) -> dict:
     points: List[dict] = []
     t_start = time.perf_counter()
 
-    def add(p):
-        points.append(p)
+    def show(p):
         log(f"{model.name:12s} {p['family']:18s} {p['label']:32s} {p['bits_per_value']:7.3f} b/v  "
             f"SNR {p['weight_snr_db'] or float('nan'):6.2f}  val {p['val']:.4f}  test {p['test']:.4f}")
+
+    def add(p):
+        points.append(p)
+        show(p)
 
     t0 = time.perf_counter()
     fisher = model.fisher(sd)
@@ -311,7 +316,7 @@ def run_model(model, ref: Optional[Reference], quick: bool) -> dict:
     add(ours(model, sd, "ternary", "ternary 0.7", {"method": "ternary"}))
     for a in g["prune"]:
         add(ours(model, sd, "prune", f"{a} global, 40 dB", {"prune": a, "prune_scope": "global", "target_snr": 40}))
-        for qp in g["prune_qp"]:
+        for qp in g["prune_qp"][1::2]:
             add(ours(model, sd, "prune+uniform", f"{a} global, qp {qp}", {"prune": a, "prune_scope": "global", "qp": qp}))
         for k in g["prune_k"]:
             add(ours(model, sd, "prune+kmeans", f"{a} global, k {k}",
@@ -331,16 +336,7 @@ def run_model(model, ref: Optional[Reference], quick: bool) -> dict:
             for qp in g["prune_qp"]:
                 add(ours(model, s, "retrained+uniform", f"{a}, qp {qp}", {"qp": qp}, pre))
                 add(ours(model, s, "retrained+fisher", f"{a}, qp {qp}", {"qp": qp}, pre, sensitivity=fs))
-    for a in [None] + [a for a in g["qat_states"] if a in retrained]:
-        base = sd if a is None else retrained[a]
-        masks = None if a is None else {k: base[k] != 0 for k in weights_of(base)}
-        fam = "qat" if a is None else "retrained+qat"
-        pre = (f"quantization-aware fine-tuning, {g['qat_epochs']} epochs" if a is None else
-               f"iterative pruning to {a} per tensor, retrained, then quantization-aware fine-tuning "
-               f"({g['qat_epochs']} epochs)")
-        for qp in g["qat_qp"]:
-            q = qat_state(model, base, qp, g["qat_epochs"], masks)
-            add(ours(model, q, fam, (f"{a}, " if a else "") + f"qp {qp}", {"qp": qp}, pre))
+    points += qat_points(model, g, retrained, log_point=show)
     if g["dns"]:
         import torch
 
@@ -375,6 +371,32 @@ def run_model(model, ref: Optional[Reference], quick: bool) -> dict:
             "fisher_seconds": fisher_s, "seconds": time.perf_counter() - t_start, "points": points}
 
 
+def qat_points(model, g: dict, retrained: dict, log_point=None) -> List[dict]:
+    """Quantization-aware fine-tuning of the model and of its retrained states g["qat_states"]."""
+    from nncodec import prune as P
+
+    missing = [a for a in g["qat_states"] if a not in retrained]
+    if missing:  # run iterative pruning up to the largest state needed
+        amounts = [a for a in g["iter"] if a <= max(missing)]
+        P.iterative_prune(model.sd, model.retrain_fn(), amounts=amounts,
+                          callback=lambda i, a, s: retrained.__setitem__(a, BP._np_state_dict(s)))
+    out = []
+    for a in [None] + list(g["qat_states"]):
+        base = model.sd if a is None else retrained[a]
+        masks = None if a is None else {k: base[k] != 0 for k in weights_of(base)}
+        fam = "qat" if a is None else "retrained+qat"
+        pre = (f"quantization-aware fine-tuning, {g['qat_epochs']} epochs" if a is None else
+               f"iterative pruning to {a} per tensor, retrained, then quantization-aware fine-tuning "
+               f"({g['qat_epochs']} epochs)")
+        for qp in g["qat_qp"]:
+            q = qat_state(model, base, qp, g["qat_epochs"], masks)
+            p = ours(model, q, fam, (f"{a}, " if a else "") + f"qp {qp}", {"qp": qp}, pre)
+            out.append(p)
+            if log_point is not None:
+                log_point(p)
+    return out
+
+
 def qat_state(model, sd, qp: float, epochs: int, masks=None, lr: float = 5e-4):
     """``sd`` fine-tuned with its weights quantized at qp's step in the loop (nncodec.qat)."""
     from nncodec.pipeline import step_from_qp
@@ -389,7 +411,8 @@ def qat_state(model, sd, qp: float, epochs: int, masks=None, lr: float = 5e-4):
 
 
 def ref_families(name: str) -> List[str]:
-    return list(REF_VARIANTS)
+    # EfficientNet: NNCodec's encoder takes ~10x longer there; opt_qp did not help on the small models
+    return ["NNCodec DQ", "NNCodec DQ+RDOQ"] if name == "efficientnet" else list(REF_VARIANTS)
 
 
 def run_reference_only(model, ref: "Reference", res: dict, quick: bool) -> None:
@@ -560,7 +583,18 @@ def summary(res: dict) -> dict:
     return out
 
 
-COLORS = {}
+def rate_at_snr(points: List[dict], snr: float) -> Optional[float]:
+    """Bits per value at ``snr`` dB of weight SNR, linear between the two nearest points."""
+    pts = sorted([p for p in points if p["weight_snr_db"] is not None], key=lambda p: p["weight_snr_db"])
+    for a, b in zip(pts, pts[1:]):
+        if a["weight_snr_db"] <= snr <= b["weight_snr_db"]:
+            t = (snr - a["weight_snr_db"]) / max(b["weight_snr_db"] - a["weight_snr_db"], 1e-12)
+            return a["bits_per_value"] + t * (b["bits_per_value"] - a["bits_per_value"])
+    return None
+
+
+SNR_TABLE = (10.0, 15.0, 20.0, 25.0, 30.0)
+SNR_FAMILIES = ("uniform", "fixed", "kmeans", "NNCodec DQ", "NNCodec DQ+RDOQ")
 
 
 def plot(name: str, res: dict, path_acc: Path, path_snr: Path) -> None:
@@ -614,7 +648,9 @@ def render(res_all: dict) -> str:
     lines = [BEGIN, "",
              f"commit `{env['git_commit']}`, {env['date']}, CPU: {env['cpu']} ({env['cpu_count']} cores, "
              f"load average at start {env['load_average_start']}), Python {env['python']}, numpy {env['numpy']}, "
-             f"torch {env['torch']}, NNCodec {env.get('nncodec_reference') or 'not run'}.", ""]
+             f"torch {env['torch']}, NNCodec {env.get('nncodec_reference') or 'not run'}."
+             + "".join(f" Also run separately ({k}): {e['date']}, load average at start {e['load_average_start']}."
+                       for k, e in res_all.get("env_parts", {}).items()), ""]
     for name in ("digits", "fashion", "efficientnet"):
         res = res_all["models"].get(name)
         if not res:
@@ -642,6 +678,18 @@ def render(res_all: dict) -> str:
                      if bn and br else "")
                   + (f"; selecting on the test split instead: {_pct(s['reduction_test_selected'])}." if s["reduction_test_selected"] is not None else "."),
                   ""]
+        rows = []
+        for snr in SNR_TABLE:
+            vals = [rate_at_snr([p for p in res["points"] if p["family"] == f], snr) for f in SNR_FAMILIES]
+            if any(v is not None for v in vals):
+                u, r = vals[0], vals[3]
+                rows.append(f"| {snr:g} | " + " | ".join("–" if v is None else f"{v:.3f}" for v in vals)
+                            + f" | {_pct(None if (u is None or r is None) else 1 - u / r)} |")
+        if rows:
+            lines += ["Rate at equal weight SNR (bits/value, whole file, interpolated between grid points; "
+                      "uniform is the coder without dependent quantization, which is the other branch's work):", "",
+                      "| weight SNR dB | " + " | ".join(SNR_FAMILIES) + " | uniform vs NNCodec DQ |",
+                      "|---:|" + "---:|" * (len(SNR_FAMILIES) + 1), *rows, ""]
         fis = s["fisher_vs_uniform"]
         if fis:
             lines += ["Fisher-weighted steps against the one model-wide step at the same rate (uniform's accuracy "
@@ -689,11 +737,19 @@ def render(res_all: dict) -> str:
 
 INTRO = """## Rate against accuracy, every method, against NNCodec (`bench/bench_rate_accuracy.py`)
 
-Bits per value against task accuracy and against weight SNR for every method of `nncodec encode`
-(and pruning with retraining, dynamic network surgery, Fisher-weighted steps), on the digits CNN,
-the Fashion-MNIST CNN and EfficientNet-Lite0, beside NNCodec 2.1.3 with dependent quantization.
-Settings are picked on the validation split; the test split is reported. See the script's
-docstring for the splits and the EfficientNet proxy metric.
+Bits per value against task accuracy and against weight SNR for every method of `nncodec encode`,
+plus what needs training data: iterative pruning with retraining (`nncodec.prune.iterative_prune`),
+dynamic network surgery, quantization-aware fine-tuning (`nncodec.qat`) and Fisher-weighted steps
+(`nncodec.sensitivity`), on the digits CNN, the Fashion-MNIST CNN and EfficientNet-Lite0, beside
+NNCodec 2.1.3 with dependent quantization (four of its settings on the small models: DQ alone, with
+RDOQ (`lambda_scale` 1), with `opt_qp`, with both; DQ and DQ+RDOQ on EfficientNet-Lite0).
+Settings are picked on the validation split and the test split is reported beside them; see
+the script's docstring for the splits and for the EfficientNet proxy metric (agreement with the
+fp32 model on out-of-domain images, so 0.5 points there is about one image in 256). Family names:
+`X+Y` is X then Y; `retrained` is iterative magnitude pruning per tensor with retraining after
+each round; `qat` is quantization-aware fine-tuning at the step it is then coded with. The NNCodec
+"on retrained" rows code our pruned and retrained model with NNCodec, for the coder-only
+comparison. The plots (`bench/results/rate_accuracy_*.png`, `rate_snr_*.png`) show every point.
 """
 
 
@@ -729,6 +785,8 @@ def main(argv=None) -> int:
     ap.add_argument("-o", "--output", type=Path, default=None)
     ap.add_argument("--readme", type=Path, default=DEFAULT_README)
     ap.add_argument("--from-json", type=Path, default=None)
+    ap.add_argument("--qat-only", action="store_true",
+                    help="rerun only the quantization-aware fine-tuning points of --models in the JSON")
     ap.add_argument("--reference-only", action="store_true",
                     help="rerun only the NNCodec points (every setting variant) of --models in the JSON")
     args = ap.parse_args(argv)
@@ -758,7 +816,19 @@ def main(argv=None) -> int:
         res["env"] = environment(ref)
         for m in models:
             t0 = time.perf_counter()
-            if args.reference_only:
+            if args.qat_only:
+                if m in ("lenet300", "efficientnet"):
+                    continue
+                model = SmallModel("digits", "digits") if m == "digits" else SmallModel("fashion", "fashion")
+                res["models"].setdefault(m, {"description": model.description, "metric": model.metric_name,
+                                             "values": int(sum(a.size for a in model.sd.values())),
+                                             "fp32": model.fp32, "points": []})
+                pts = qat_points(model, grids(m, args.quick), {}, log_point=lambda p: log(
+                    f"{m} {p['family']} {p['label']}: {p['bits_per_value']:.3f} b/v  val {p['val']:.4f}  "
+                    f"test {p['test']:.4f}"))
+                keep = [p for p in res["models"][m]["points"] if p["family"] not in ("qat", "retrained+qat")]
+                res["models"][m]["points"] = keep + pts
+            elif args.reference_only:
                 if m == "lenet300" or m not in res["models"] or ref is None:
                     continue
                 model = SmallModel("digits", "digits") if m == "digits" else (

@@ -144,7 +144,6 @@ def _target_options(fn):
 
 
 @main.command()
-@_target_options
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Output .nnc file.")
@@ -186,6 +185,7 @@ def _target_options(fn):
 @click.option("-f", "--force", is_flag=True, help="Overwrite the output if it exists.")
 @click.option("-q", "--quiet", is_flag=True, help="No summary line, no progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@_target_options
 @_fail_on_expected_errors
 def encode(model, output, target_snr, snr_scope, qp, step, small_snr, backend, lossless, method, bits, il, fl, rounding,
            seed, k, kmeans_init, pq_dim, rq_stages, ternary_threshold, prune, prune_threshold, prune_global,
