@@ -156,16 +156,16 @@ def encode(tensors: Mapping[str, Any], *, metadata: Optional[Mapping[str, str]] 
            allocation: str = "rd", **kwargs) -> bytes:
     """Compress a dict of tensors into ``.nnc`` bytes.
 
+    ``sensitivity``: ``{tensor name: F}`` (e.g. ``nncodec.sensitivity.fisher_diagonal``) spreads
+    the one step of the weight tensors into per-tensor steps that keep the size and lower the
+    sensitivity-weighted error (``allocation`` ``"rd"`` or ``"closed-form"``; method uniform).
+
     Keyword settings (see ``nncodec.pipeline.Settings``): ``step``, ``qp`` or
     ``target_snr`` (weights), ``small_snr`` (1-D tensors), ``backend``
     (``"cabac"`` or ``"constriction"``), ``lossless``; ``method`` (``"uniform"``,
     ``"fixed"``, ``"kmeans"``, ``"pq"``, ``"rq"``, ``"binary"``, ``"ternary"``) with
     ``bits``/``il``/``fl``/``rounding``, ``k``, ``pq_dim``, ``rq_stages``...; ``prune``
     (fraction), ``prune_scope`` (``"tensor"``/``"global"``), ``prune_structured``.
-
-    ``sensitivity``: ``{tensor name: F}`` (e.g. ``nncodec.sensitivity.fisher_diagonal``) spreads
-    the one step of the weight tensors into per-tensor steps that keep the size and lower the
-    sensitivity-weighted error (``allocation`` ``"rd"`` or ``"closed-form"``; method uniform).
     """
     s = _settings(settings, kwargs)
     steps, note = _with_sensitivity(tensors, s, dtypes or {}, sensitivity, allocation)

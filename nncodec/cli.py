@@ -5,6 +5,7 @@ Exit codes: 0 ok, 1 error, 2 usage, 3 integrity failure (corrupt or truncated
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -112,6 +113,9 @@ def main():
     """
 
 
+_TARGET_KEY = "nncodec.target"
+
+
 def _target_options(fn):
     """The options of target modes and sensitivity-weighted steps (nncodec.target, .sensitivity)."""
     from .tasks import TASKS
@@ -138,9 +142,20 @@ def _target_options(fn):
         click.option("--fisher-samples", type=int, default=256, show_default=True,
                      help="Training examples of the Fisher estimate."),
     ]
+    names = ("target_size", "target_bpw", "max_accuracy_drop", "task", "sensitivity", "allocation", "fisher_samples")
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        # these options reach the command through the click context, not its signature
+        target = {k: kwargs.pop(k) for k in names}
+        _check_target_usage(target, kwargs["method"], (kwargs["target_snr"], kwargs["qp"], kwargs["step"]),
+                            kwargs["il"], kwargs["fl"], kwargs["snr_scope"])
+        click.get_current_context().meta[_TARGET_KEY] = target
+        return fn(*args, **kwargs)
+
     for opt in reversed(opts):
-        fn = opt(fn)
-    return fn
+        wrapper = opt(wrapper)
+    return wrapper
 
 
 @main.command()
@@ -189,7 +204,7 @@ def _target_options(fn):
 @_fail_on_expected_errors
 def encode(model, output, target_snr, snr_scope, qp, step, small_snr, backend, lossless, method, bits, il, fl, rounding,
            seed, k, kmeans_init, pq_dim, rq_stages, ternary_threshold, prune, prune_threshold, prune_global,
-           prune_structured, force, quiet, as_json, **target):
+           prune_structured, force, quiet, as_json):
     """Compress MODEL (.pt state_dict, .safetensors or .npz) into a .nnc file.
 
     \b
@@ -212,12 +227,12 @@ def encode(model, output, target_snr, snr_scope, qp, step, small_snr, backend, l
       nncodec encode model.pt -o m.nnc --method pq --k 256 --pq-dim 4   # product quantization
       nncodec encode model.pt -o m.nnc --method rq --k 16 --rq-stages 3 # residual codebooks
       nncodec encode model.pt -o m.nnc --method ternary
-      nncodec encode model.pt -o m.nnc --prune 0.5 --prune-global --method kmeans --k 16
-      nncodec encode model.pt -o m.nnc --prune 0.25 --prune-structured  # whole rows
       nncodec encode model.pt -o m.nnc --target-size 20000              # largest file <= 20,000 B
       nncodec encode model.pt -o m.nnc --target-bpw 2 --method kmeans   # k for <= 2 bits/value
       nncodec encode fashion.pt -o m.nnc --task fashion --max-accuracy-drop 0.5
       nncodec encode fashion.pt -o m.nnc --task fashion --sensitivity fisher --target-snr 14
+      nncodec encode model.pt -o m.nnc --prune 0.5 --prune-global --method kmeans --k 16
+      nncodec encode model.pt -o m.nnc --prune 0.25 --prune-structured  # whole rows
     """
     from .io import read_model
 
@@ -236,10 +251,10 @@ def encode(model, output, target_snr, snr_scope, qp, step, small_snr, backend, l
                         rq_stages=rq_stages, ternary_threshold=ternary_threshold, prune=prune,
                         prune_threshold=prune_threshold, prune_scope="global" if prune_global else "tensor",
                         prune_structured=prune_structured)
-    _check_target_usage(target, method, (target_snr, qp, step), il, fl, snr_scope)
     t0 = time.perf_counter()
     tensors, dtypes, metadata = read_model(model)
-    extra = _encode_targeted(tensors, dtypes, metadata, settings, output, force, quiet, target)
+    extra = _encode_targeted(tensors, dtypes, metadata, settings, output, force, quiet,
+                             click.get_current_context().meta[_TARGET_KEY])
     if extra is None:
         save_file(tensors, output, dtypes=dtypes, metadata=metadata, settings=settings,
                   progress=_Progress("encoding", not quiet), overwrite=force)
