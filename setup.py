@@ -13,7 +13,8 @@ extensions = [
         [pyx],
         include_dirs=[np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-        extra_compile_args=["-O3"],
+        extra_compile_args=["-O3", "-ffp-contract=off"],  # no fused multiply-add: the
+        # trellis must take the same decisions as its pure-Python twin
     )
     for pyx in sorted(glob.glob("nncodec_ext/_*.pyx"))
 ]

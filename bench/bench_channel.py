@@ -1,11 +1,15 @@
 """Benchmark of the digital channel path (nncodec.channel): LDPC decoder throughput, FER/BER vs
-SNR per MCS against the Shannon limits, and the cliff effect on the digits model.
+SNR per MCS against the Shannon limits, and the cliff effect: accuracy of the received digits and
+Fashion-MNIST models vs SNR per MCS, each model fitted to a fixed budget of channel uses, over
+AWGN and Rayleigh fading.
 
     python bench/bench_channel.py                 # writes bench/results/channel.json, channel_*.png,
                                                   # and the channel section of bench/README.md
-    python bench/bench_channel.py --quick         # smoke test: fewer frames, prints only
-    python bench/bench_channel.py --no-cliff      # skip the digits-model accuracy sweep (needs torch, sklearn)
-    python bench/bench_channel.py --from-json bench/results/channel.json   # re-render the README section
+    python bench/bench_channel.py --quick         # smoke test: fewer frames, digits/AWGN only, prints only
+    python bench/bench_channel.py --parts cliff   # rerun one part, keep the others from channel.json
+    python bench/bench_channel.py --no-cliff      # skip the accuracy sweeps (they need torch, scikit-learn,
+                                                  # and Fashion-MNIST: apt-get install dataset-fashion-mnist)
+    python bench/bench_channel.py --from-json bench/results/channel.json   # re-render plots and README
 
 SNR is Es/N0 in dB with unit average symbol energy, everywhere.
 """
@@ -30,7 +34,7 @@ sys.path.insert(0, str(REPO))
 from nncodec.channel import get_code, get_modulation  # noqa: E402
 from nncodec.channel.capacity import bicm_capacity, gaussian_capacity, snr_limit_db  # noqa: E402
 from nncodec.channel.channels import awgn  # noqa: E402
-from nncodec.channel.transmit import _interleaver, transmit_nnc  # noqa: E402
+from nncodec.channel.transmit import _interleaver  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 README = REPO / "bench" / "README.md"
@@ -89,14 +93,16 @@ def throughput(repeats: int, frames: int) -> dict:
     return out
 
 
-def limits(mcs: str) -> dict:
+def limits(mcs: str, fading: bool = False) -> dict:
+    """Shannon limits (Es/N0 dB) of an MCS: BICM (its Gray constellation) and Gaussian input; with
+    ``fading`` the ergodic limits of per-symbol Rayleigh fading with receiver CSI."""
     mod_name, rate = mcs.split("-")
     mod = get_modulation(mod_name)
     num, den = map(int, rate.split("/"))
     bits = mod.bits_per_symbol * num / den
     return {"bits_per_symbol": bits,
-            "bicm_limit_db": snr_limit_db(lambda s: bicm_capacity(mod, s), bits),
-            "gaussian_limit_db": snr_limit_db(gaussian_capacity, bits)}
+            "bicm_limit_db": snr_limit_db(lambda s: bicm_capacity(mod, s, fading=fading), bits),
+            "gaussian_limit_db": snr_limit_db(lambda s: gaussian_capacity(s, fading=fading), bits)}
 
 
 def fer_curve(mcs: str, block_length: int, max_frames: int, min_errors: int, step: float, seed: int) -> dict:
@@ -143,25 +149,173 @@ def _crossing(points, target):
     return None
 
 
-def cliff(draws: int, step: float) -> dict:
-    import nncodec
-    from nncodec.tasks import digits
-    sd = digits.get_state_dict()
-    data = nncodec.encode(sd, target_snr=30)
-    base = digits.evaluate(nncodec.decode(data))
-    out = {"nnc_bytes": len(data), "target_snr_db": 30, "accuracy_decoded": base,
-           "accuracy_float": digits.evaluate(sd), "draws": draws, "on_damage": "zeros", "curves": {}}
+def float_reference_decode(code, llr: np.ndarray, max_iter: int = 20, alpha: float = 0.75) -> np.ndarray:
+    """Hard decisions of the same layered normalized min-sum in float32 without quantization or
+    clamping (what nncodec decoded with before the fixed-point decoder), early stop per frame;
+    numpy, vectorized over frames: the reference of the paired error-rate check."""
+    z, F = code.z, llr.shape[0]
+    L = np.clip(llr, -64, 64).astype(np.float32).reshape(F, code.nb, z).copy()
+    R = np.zeros((F, len(code.cols), z), dtype=np.float32)
+    gather = [(code.cols[e], (np.arange(z) + code.shifts[e]) % z) for e in range(len(code.cols))]
+    done = ~code.syndrome((L < 0).reshape(F, code.n)).any(axis=1)
+    out = (L < 0).reshape(F, code.n).copy()
+    a32 = np.float32(alpha)
+    for _ in range(max_iter):
+        act = np.flatnonzero(~done)
+        if not act.size:
+            break
+        La, Ra = L[act], R[act]
+        for i in range(code.mb):
+            es = list(range(code.row_ptr[i], code.row_ptr[i + 1]))
+            q = np.stack([La[:, gather[e][0], gather[e][1]] - Ra[:, e] for e in es], axis=1)
+            a = np.abs(q)
+            k1 = np.argmin(a, axis=1)
+            srt = np.sort(a, axis=1)
+            g1, g2 = srt[:, 0] * a32, srt[:, 1] * a32
+            odd = (np.sum(q < 0, axis=1) % 2) == 1
+            for kk, e in enumerate(es):
+                mag = np.where(k1 == kk, g2, g1)
+                rn = np.where((q[:, kk] < 0) ^ odd, -mag, mag)
+                Ra[:, e] = rn
+                La[:, gather[e][0], gather[e][1]] = q[:, kk] + rn
+        L[act], R[act] = La, Ra
+        hard = (L[act] < 0).reshape(act.size, code.n)
+        ok = ~code.syndrome(hard).any(axis=1)
+        out[act] = hard
+        done[act[ok]] = True
+    return out
+
+
+def paired_fer(frames: int, seed: int) -> list:
+    """FER of the fixed-point decoder and of the float32 reference on the same LLRs, at the SNR
+    where each MCS's FER is about 1e-2 (from the FER sweep, else its BICM limit + 1.5 dB)."""
+    out = []
     for mcs in MCS_LIST:
-        lim = limits(mcs)["bicm_limit_db"]
-        rows = []
-        for snr in np.arange(np.floor(lim) - 0.5, np.floor(lim) + 3.01, step):
-            accs, lost = [], []
+        mod_name, rate = mcs.split("-")
+        mod, code = get_modulation(mod_name), get_code(1944, rate)
+        perm = _interleaver(code.n)
+        snr = PAIRED_SNR[mcs]
+        rng = np.random.default_rng(seed)
+        u = rng.integers(0, 2, (frames, code.k), dtype=np.uint8)
+        cw = code.encode(u)
+        y, n0 = awgn(mod.modulate(cw[:, perm]), snr, rng)
+        llr = np.empty((frames, code.n), np.float32)
+        llr[:, perm] = mod.demap(y, n0).reshape(frames, code.n)
+        fixed = (code.decode(llr)[0][:, :code.k] != u).any(axis=1)
+        ref = (float_reference_decode(code, llr)[:, :code.k] != u).any(axis=1)
+        out.append({"mcs": mcs, "snr_db": snr, "frames": frames, "fer_fixed": float(fixed.mean()),
+                    "fer_float": float(ref.mean()), "only_fixed_wrong": int(np.sum(fixed & ~ref)),
+                    "only_float_wrong": int(np.sum(ref & ~fixed))})
+        print(f"  paired {mcs} {snr} dB: FER fixed {fixed.mean():.4f} float {ref.mean():.4f}", flush=True)
+    return out
+
+
+# Es/N0 (dB) near FER 1e-2 for the paired check (the float decoder's crossings, rounded to 0.1 dB)
+PAIRED_SNR = {"bpsk-1/2": -1.3, "qpsk-1/2": 1.7, "qpsk-3/4": 4.5, "16qam-1/2": 7.1, "16qam-3/4": 10.7,
+              "64qam-2/3": 14.5, "64qam-3/4": 16.0, "64qam-5/6": 17.7}
+
+
+MODEL_BUDGETS = {"digits": 60_000, "fashion": 120_000}   # channel uses per model (BPSK-1/2 still fits a usable model)
+CLIFF_POINTS = 0.01       # a point is "past the cliff" when its mean accuracy is within this of no-error
+CHANCE = 0.1              # ten classes: a lost container header counts as a random guess
+
+
+def _fashion_hint(exc: Exception) -> str:
+    return (f"{exc}\nFashion-MNIST is read from /usr/share/datasets/fashion-mnist/ (Debian package "
+            "dataset-fashion-mnist: apt-get install dataset-fashion-mnist); or run with --models digits")
+
+
+def cliff_sweep(model: str, budget: int, channel: str, draws: int, step: float, log=print) -> dict:
+    """Accuracy of the received model vs Es/N0 for every MCS with the model fitted to ``budget``
+    channel uses (``fit_to_budget``): per MCS, from 0.5 dB below its BICM limit up in ``step``
+    until two points in a row lose no frame in any draw; ``draws`` channel draws per point (seed =
+    draw index), each sending the whole .nnc once (``send_nnc``, damaged tensors -> zeros)."""
+    from nncodec.channel import fit_to_budget, send_nnc
+    from nncodec.tasks import get_task
+    task = get_task(model)
+    try:
+        sd = task.state_dict()
+    except (OSError, FileNotFoundError, RuntimeError) as exc:
+        raise SystemExit(_fashion_hint(exc))
+    fading = channel != "awgn"
+    out = {"model": model, "channel": channel, "budget_channel_uses": budget, "draws": draws,
+           "step_db": step, "accuracy_float": task.evaluate(sd), "chance": CHANCE, "mcs": {}}
+    for mcs in MCS_LIST:
+        t0 = time.perf_counter()
+        fit = fit_to_budget(sd, budget, mcs)
+        base = task.evaluate(nncodec_decode(fit.data))
+        cache = {(): base}           # accuracy by the set of damaged (zeroed) tensors
+        lim = limits(mcs, fading=fading)
+        snr = np.floor((lim["bicm_limit_db"] - 0.5) / step) * step
+        rows, clean_run = [], 0
+        while clean_run < 2 and snr <= lim["bicm_limit_db"] + (12 if fading else 6):
+            accs, fers, damaged = [], [], []
             for seed in range(draws):
-                rep = transmit_nnc(data, mcs=mcs, snr_db=float(snr), seed=seed, on_damage="zeros")
-                lost.append(rep.link.fer)
-                accs.append(digits.evaluate(nncodec.decode(rep.container)) if rep.container is not None else None)
-            rows.append({"snr_db": float(snr), "accuracy": accs, "fer": lost})
-        out["curves"][mcs] = rows
+                rx = send_nnc(fit.data, mcs=mcs, snr_db=float(snr), channel=channel, seed=seed,
+                              on_damage="zeros")
+                fers.append(rx.stats["fer"])
+                damaged.append(rx.stats["tensors_damaged"] if rx.ok else None)
+                if not rx.ok:
+                    accs.append(CHANCE)
+                    continue
+                key = tuple(sorted(rx.stats["damaged"]))
+                if key not in cache:
+                    cache[key] = task.evaluate(rx.tensors)
+                accs.append(cache[key])
+            rows.append({"snr_db": round(float(snr), 4), "accuracy": accs, "fer": fers,
+                         "tensors_damaged": damaged, "mean": float(np.mean(accs)),
+                         "min": float(np.min(accs)), "max": float(np.max(accs))})
+            clean_run = clean_run + 1 if max(fers) == 0 else 0
+            snr += step
+        cliff_db = None
+        for r in reversed(rows):      # the lowest SNR from which on every point is within 1 point
+            if r["mean"] >= base - CLIFF_POINTS:
+                cliff_db = r["snr_db"]
+            else:
+                break
+        out["mcs"][mcs] = {**lim, "fit": fit.summary(), "accuracy_no_errors": base, "points": rows,
+                           "cliff_db": cliff_db,
+                           "cliff_gap_bicm_db": None if cliff_db is None else cliff_db - lim["bicm_limit_db"],
+                           "cliff_gap_gaussian_db": None if cliff_db is None else cliff_db - lim["gaussian_limit_db"],
+                           "evaluations": len(cache), "seconds": time.perf_counter() - t0}
+        log(f"  {model} {channel} {mcs}: target_snr {fit.value:.2f} dB, {fit.nnc_bytes} B, acc {base:.4f}, "
+            f"limit {lim['bicm_limit_db']:.2f} dB, cliff {cliff_db} dB ({len(rows)} points, "
+            f"{len(cache)} evaluations, {time.perf_counter() - t0:.0f} s)", flush=True)
+    out["envelope"] = envelope(out, step)
+    return out
+
+
+def nncodec_decode(data: bytes) -> dict:
+    import nncodec
+    return nncodec.decode(data)
+
+
+def _curve_at(m: dict, snr: float, chance: float) -> float:
+    """An MCS's mean accuracy at ``snr``: measured, else chance below its first point (all of its
+    points start below its Shannon limit, where every frame is lost) and its last (clean) value
+    above its last point."""
+    pts = m["points"]
+    for p in pts:
+        if abs(p["snr_db"] - snr) < 1e-6:
+            return p["mean"]
+    return chance if snr < pts[0]["snr_db"] else pts[-1]["mean"]
+
+
+def envelope(res: dict, step: float) -> list:
+    """Best MCS at every SNR of the grid (largest mean accuracy; ties go to the lower rate)."""
+    lo = min(m["points"][0]["snr_db"] for m in res["mcs"].values())
+    hi = max(m["points"][-1]["snr_db"] for m in res["mcs"].values())
+    out = []
+    for snr in np.arange(lo, hi + step / 2, step):
+        snr = round(float(snr), 4)
+        best, best_acc = None, -1.0
+        for mcs, m in res["mcs"].items():
+            acc = _curve_at(m, snr, res["chance"])
+            if acc > best_acc + 1e-12:
+                best, best_acc = mcs, acc
+        pts = [p for p in res["mcs"][best]["points"] if abs(p["snr_db"] - snr) < 1e-6]
+        out.append({"snr_db": snr, "mcs": best, "mean": best_acc,
+                    "min": pts[0]["min"] if pts else best_acc, "max": pts[0]["max"] if pts else best_acc})
     return out
 
 
@@ -175,92 +329,192 @@ def plots(res: dict) -> list:
     except ImportError:
         return []
     files = []
-    fig, ax = plt.subplots(1, 2, figsize=(13, 5))
-    for i, c in enumerate(res["fer"]):
-        col = f"C{i}"
-        s = [p["snr_db"] for p in c["points"]]
-        ax[0].semilogy(s, [max(p["fer"], 1e-5) for p in c["points"]], "o-", color=col, label=c["mcs"])
-        ax[1].semilogy(s, [max(p["ber"], 1e-8) for p in c["points"]], "o-", color=col, label=c["mcs"])
+    if res.get("fer"):
+        fig, ax = plt.subplots(1, 2, figsize=(13, 5))
+        for i, c in enumerate(res["fer"]):
+            col = f"C{i}"
+            s = [p["snr_db"] for p in c["points"]]
+            ax[0].semilogy(s, [max(p["fer"], 1e-5) for p in c["points"]], "o-", color=col, label=c["mcs"])
+            ax[1].semilogy(s, [max(p["ber"], 1e-8) for p in c["points"]], "o-", color=col, label=c["mcs"])
+            for a in ax:
+                a.axvline(c["bicm_limit_db"], color=col, ls="--", lw=0.8)
+                a.axvline(c["gaussian_limit_db"], color=col, ls=":", lw=0.8)
+        ax[0].axhline(1e-2, color="k", lw=0.5)
+        ax[0].set(xlabel="Es/N0 (dB)", ylabel="frame error rate", ylim=(1e-4, 1.2),
+                  title="802.11n LDPC n=1944, AWGN, 20 it. (-- BICM limit, : Gaussian limit)")
+        ax[1].set(xlabel="Es/N0 (dB)", ylabel="bit error rate (information bits)", ylim=(1e-7, 0.5))
+        ax[0].legend(fontsize=8)
         for a in ax:
-            a.axvline(c["bicm_limit_db"], color=col, ls="--", lw=0.8)
-            a.axvline(c["gaussian_limit_db"], color=col, ls=":", lw=0.8)
-    ax[0].axhline(1e-2, color="k", lw=0.5)
-    ax[0].set(xlabel="Es/N0 (dB)", ylabel="frame error rate", ylim=(1e-4, 1.2),
-              title="802.11n LDPC n=1944, AWGN, 20 it. (-- BICM limit, : Gaussian limit)")
-    ax[1].set(xlabel="Es/N0 (dB)", ylabel="bit error rate (information bits)", ylim=(1e-7, 0.5))
-    ax[0].legend(fontsize=8)
-    for a in ax:
-        a.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    p = RESULTS / "channel_fer.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    files.append(p)
-    if res.get("cliff"):
-        cl = res["cliff"]
-        fig, ax = plt.subplots(figsize=(8, 5))
-        for i, (mcs, rows) in enumerate(cl["curves"].items()):
-            s = [r["snr_db"] for r in rows]
-            acc = [np.mean([a if a is not None else 0.1 for a in r["accuracy"]]) for r in rows]
-            lo = [min(a if a is not None else 0.1 for a in r["accuracy"]) for r in rows]
-            hi = [max(a if a is not None else 0.1 for a in r["accuracy"]) for r in rows]
-            ax.plot(s, acc, "o-", color=f"C{i}", label=mcs)
-            ax.fill_between(s, lo, hi, color=f"C{i}", alpha=0.15)
-        ax.axhline(cl["accuracy_decoded"], color="k", ls="--", lw=0.8, label="no channel")
-        ax.set(xlabel="Es/N0 (dB)", ylabel="test accuracy (lost header: 0.1 = chance)",
-               title=f"digits CNN ({cl['nnc_bytes']} B .nnc) over AWGN, {cl['draws']} draws, damaged -> zeros")
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
+            a.grid(True, which="both", alpha=0.3)
+        fig.tight_layout()
+        p = RESULTS / "channel_fer.png"
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        files.append(p)
+    sweeps = res.get("budget_cliff") or []
+    if sweeps:
+        fig, axes = plt.subplots(len(sweeps), 2, figsize=(16, 4.6 * len(sweeps)), squeeze=False,
+                                 gridspec_kw={"width_ratios": [1.6, 1]})
+        for row, sw in zip(axes, sweeps):
+            top = min(m["accuracy_no_errors"] for m in sw["mcs"].values())
+            for ax, zoom in zip(row, (False, True)):
+                for i, (mcs, m) in enumerate(sw["mcs"].items()):
+                    s_ = [p["snr_db"] for p in m["points"]]
+                    ax.plot(s_, [p["mean"] for p in m["points"]], "-", color=f"C{i}", lw=1.2,
+                            label=f"{mcs} ({m['fit']['nnc_bytes']} B)")
+                    ax.fill_between(s_, [p["min"] for p in m["points"]], [p["max"] for p in m["points"]],
+                                    color=f"C{i}", alpha=0.15, lw=0)
+                    ax.axvline(m["bicm_limit_db"], color=f"C{i}", ls=":", lw=0.8)
+                env = sw["envelope"]
+                ax.plot([e["snr_db"] for e in env], [e["mean"] for e in env], "k-", lw=2.2, alpha=0.45,
+                        label="best MCS (envelope)")
+                ax.axhline(sw["accuracy_float"], color="k", ls="--", lw=0.8, label="float model")
+                ax.grid(alpha=0.3)
+                ax.set(xlabel="Es/N0 (dB)")
+                if zoom:
+                    ax.set(ylim=(top - 0.02, sw["accuracy_float"] + 0.005),
+                           title="the same, zoomed on the top: what the higher rates buy")
+                else:
+                    ax.set(ylabel="test accuracy (mean; band: min..max)", ylim=(0, 1.0),
+                           title=f"{sw['model']} over {sw['channel']}: {sw['budget_channel_uses']:,} channel uses, "
+                                 f"{sw['draws']} draws per point (dotted: BICM limits)")
+                    ax.legend(fontsize=7, ncol=2, loc="lower right")
         fig.tight_layout()
         p = RESULTS / "channel_cliff.png"
-        fig.savefig(p, dpi=110)
+        fig.savefig(p, dpi=80)
         plt.close(fig)
         files.append(p)
     return files
 
 
+def _env_line(e: dict) -> str:
+    load = ""
+    if "loadavg_before" in e:
+        load = (f", load average {e['loadavg_before'][0]:.2f} before / {e['loadavg_after'][0]:.2f} after "
+                "(2 cores shared with other work)")
+    return (f"commit `{e['git_commit']}`, {e['date']}, CPU: {e['cpu']} ({e['cpu_count']} logical), "
+            f"Python {e['python']}, numpy {e['numpy']}, 1 thread{load}")
+
+
 def render(res: dict) -> str:
-    e = res["env"]
-    t = res["throughput"]
     lines = [BEGIN, "",
              "## Digital channel (`bench/bench_channel.py`)", "",
-             "The 802.11n LDPC codes (`nncodec.channel`), Gray QAM with unit average symbol energy, AWGN. "
-             "SNR is Es/N0. Decoder: layered normalized min-sum (alpha 0.75), at most 20 iterations, early stop "
-             "on a zero syndrome. Limits: the Es/N0 at which the constellation's BICM capacity (Gray labels, "
-             "computed numerically) or the Gaussian-input capacity log2(1+SNR) equals rate x bits per symbol.", "",
-             f"commit `{e['git_commit']}`, {e['date']}, CPU: {e['cpu']} ({e['cpu_count']} logical), "
-             f"Python {e['python']}, numpy {e['numpy']}, 1 thread.", "",
-             "Decoder throughput, n = 1944, rate 1/2, QPSK (information bits per second, best of "
-             f"{res['params']['repeats']} runs over {t['fixed_20_iterations']['frames']} frames; target >= 5 Mbit/s):", "",
-             "| case | Es/N0 dB | mean iterations | FER | Mbit/s (info) | Mbit/s (coded) |", "|---|---:|---:|---:|---:|---:|"]
-    for k in ("fixed_20_iterations", "early_stop_near_threshold", "early_stop_high_snr"):
-        r = t[k]
-        lines.append(f"| {k.replace('_', ' ')} | {r['snr_db']:g} | {r['mean_iterations']:.1f} | {r['fer']:.3g} | "
-                     f"{r['info_mbps']:.2f} | {r['coded_mbps']:.2f} |")
-    lines += ["", f"Encoder: {t['encoder_info_mbps']:.1f} Mbit/s of information bits.", "",
-              "SNR at FER 1e-2 against the limits (AWGN, n = 1944):", "",
-              "| MCS | bits/symbol | Es/N0 at FER 1e-2 | BICM limit | gap | Gaussian limit | gap |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
-    for c in res["fer"]:
-        s = c["snr_at_fer_1e-2"]
-        fmt = (lambda v: f"{v:.2f}") if s is not None else (lambda v: "n/a")
-        lines.append(f"| {c['mcs']} | {c['bits_per_symbol']:.3g} | {fmt(s)} | {c['bicm_limit_db']:.2f} | "
-                     f"{(s - c['bicm_limit_db']) if s is not None else float('nan'):.2f} | {c['gaussian_limit_db']:.2f} | "
-                     f"{(s - c['gaussian_limit_db']) if s is not None else float('nan'):.2f} |")
-    lines += ["", "![FER and BER vs Es/N0](results/channel_fer.png)", ""]
-    if res.get("cliff"):
-        cl = res["cliff"]
-        lines += [f"The cliff: the digits CNN (`nncodec.tasks.digits`, {cl['nnc_bytes']} bytes at "
-                  f"{cl['target_snr_db']} dB weight SNR, accuracy {cl['accuracy_decoded']:.4f} decoded) sent once per "
-                  f"draw ({cl['draws']} channel draws per point), damaged tensors replaced by zeros, a lost container "
-                  "header counted as chance (0.1). Mean accuracy:", ""]
-        mcs_names = list(cl["curves"])
-        for mcs in mcs_names:
-            rows = cl["curves"][mcs]
-            cells = ", ".join(f"{r['snr_db']:g} dB: {np.mean([a if a is not None else 0.1 for a in r['accuracy']]):.3f}"
-                              for r in rows)
-            lines.append(f"- **{mcs}**: {cells}")
-        lines += ["", "![accuracy vs Es/N0](results/channel_cliff.png)", ""]
+             "The 802.11n LDPC codes (`nncodec.channel`), Gray QAM with unit average symbol energy. "
+             "SNR is Es/N0. Decoder: layered normalized min-sum (alpha 0.75) in 16-bit fixed point (LLRs in "
+             "steps of 1/64, messages clamped to +-128), 16 codewords side by side in SIMD lanes, at most 20 "
+             "iterations, early stop on a zero syndrome (per codeword). Limits: the Es/N0 at which the "
+             "constellation's BICM capacity (Gray labels, computed numerically) or the Gaussian-input "
+             "capacity log2(1+SNR) equals rate x bits per symbol.", ""]
+    t = res.get("throughput")
+    if t:
+        r20 = t["fixed_20_iterations"]
+        lines += [_env_line(t.get("env", res["env"])) + ".", "",
+                  "Decoder throughput, n = 1944, rate 1/2, QPSK (information bits per second, one call decoding "
+                  f"{r20['frames']} frames, best of {res['params']['repeats']} runs; target >= 5 Mbit/s at 20 "
+                  f"fixed iterations: **{'met' if r20['info_mbps'] >= 5 else 'missed'}**, {r20['info_mbps']:.2f} "
+                  "Mbit/s). With early stop a group of 16 codewords runs until its slowest one converges:", "",
+                  "| case | Es/N0 dB | mean iterations | FER | Mbit/s (info) | Mbit/s (coded) |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for k in ("fixed_20_iterations", "early_stop_near_threshold", "early_stop_high_snr"):
+            r = t[k]
+            lines.append(f"| {k.replace('_', ' ')} | {r['snr_db']:g} | {r['mean_iterations']:.1f} | {r['fer']:.3g} | "
+                         f"{r['info_mbps']:.2f} | {r['coded_mbps']:.2f} |")
+        lines += ["", f"Encoder: {t['encoder_info_mbps']:.1f} Mbit/s of information bits.", ""]
+        runs = res.get("throughput_runs") or []
+        if len(runs) > 1:
+            lines += ["All recorded runs of the 20-iteration case (the machine's 2 cores are shared, so the "
+                      "figure depends on the load):", "",
+                      "| commit | date | decoder | load average | Mbit/s (info) |", "|---|---|---|---:|---:|"]
+            for r in runs:
+                lines.append(f"| `{r['git_commit'][:10]}` | {r['date'][:16]} | {r['decoder']} | "
+                             f"{'n/a' if r['loadavg'] is None else format(r['loadavg'], '.2f')} | {r['fixed_20_info_mbps']:.2f} |")
+            lines.append("")
+    if res.get("fer"):
+        lines += ["SNR at FER 1e-2 against the limits (AWGN, n = 1944"
+                  + (f"; {_env_line(res['fer_env'])}" if res.get("fer_env") else "") + "):", "",
+                  "| MCS | bits/symbol | Es/N0 at FER 1e-2 | BICM limit | gap | Gaussian limit | gap |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for c in res["fer"]:
+            s = c["snr_at_fer_1e-2"]
+            fmt = (lambda v: f"{v:.2f}") if s is not None else (lambda v: "n/a")
+            lines.append(f"| {c['mcs']} | {c['bits_per_symbol']:.3g} | {fmt(s)} | {c['bicm_limit_db']:.2f} | "
+                         f"{(s - c['bicm_limit_db']) if s is not None else float('nan'):.2f} | {c['gaussian_limit_db']:.2f} | "
+                         f"{(s - c['gaussian_limit_db']) if s is not None else float('nan'):.2f} |")
+        lines += ["", "![FER and BER vs Es/N0](results/channel_fer.png)", ""]
+    pr = res.get("paired")
+    if pr:
+        rows = pr["rows"]
+        lines += ["Fixed point against float: the same LLRs (AWGN, seed "
+                  f"{pr['seed']}, {rows[0]['frames']} frames per MCS, near FER 1e-2) decoded by the fixed-point "
+                  "decoder and by a float32 numpy reference of the same layered min-sum without quantization "
+                  "or clamping (`float_reference_decode`). *Only fixed wrong* counts frames the fixed-point "
+                  "decoder gets wrong and the float one right, and vice versa:", "",
+                  "| MCS | Es/N0 dB | FER fixed point | FER float | only fixed wrong | only float wrong |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for r in rows:
+            lines.append(f"| {r['mcs']} | {r['snr_db']:g} | {r['fer_fixed']:.4f} | {r['fer_float']:.4f} | "
+                         f"{r['only_fixed_wrong']} | {r['only_float_wrong']} |")
+        lines += [f"| all | | | | {sum(r['only_fixed_wrong'] for r in rows)} | "
+                  f"{sum(r['only_float_wrong'] for r in rows)} |", ""]
+    prev = res.get("fer_previous")
+    if prev:
+        lines += [f"Before the fixed-point decoder (float32 layered min-sum, one codeword at a time; run at "
+                  f"`{prev['git_commit'][:10]}`, {prev['date'][:10]}) the same sweep gave Es/N0 at FER 1e-2 of: "
+                  + ", ".join(f"{k} {v:.2f}" if v is not None else f"{k} n/a" for k, v in prev["snr_at_fer_1e-2"].items())
+                  + f" dB; and {prev['fixed_20_info_mbps']:.2f} Mbit/s at 20 fixed iterations.", ""]
+    sweeps = res.get("budget_cliff") or []
+    if sweeps:
+        if res.get("cliff_env"):
+            lines += [_env_line(res["cliff_env"]) + ".", ""]
+        lines += ["### The cliff at a fixed budget of channel uses", "",
+                  "Each model is compressed to fit a fixed number of channel uses (symbols) with each MCS: "
+                  "`nncodec.channel.fit_to_budget` searches the largest model-wide `target_snr` whose `.nnc`, "
+                  "cut into frames (12 bytes of index, length and CRC-32 each) of one codeword each, fits; so a "
+                  "higher-rate MCS carries a finer model and needs a higher SNR. Each draw sends the whole file once "
+                  "(`nncodec.channel.send_nnc`, seed = draw), damaged tensors are replaced by zeros, a lost "
+                  "container header counts as chance (0.1). Accuracy on the test split. *Cliff*: the lowest "
+                  f"Es/N0 of the {sweeps[0]['step_db']:g} dB grid from which on the mean accuracy stays within "
+                  f"{100 * CLIFF_POINTS:g} point of the MCS's no-error accuracy; *gap*: cliff minus the MCS's "
+                  "BICM limit (target: within 3 dB). Rayleigh is per-symbol fading with receiver CSI; its limits "
+                  "are the ergodic ones. The envelope takes the best MCS at each SNR (an MCS counts as chance "
+                  "below its first point, which lies below its limit, and at its no-error accuracy above its "
+                  "last, error-free point).", ""]
+        for sw in sweeps:
+            lines += [f"**{sw['model']}, {sw['channel']}**: {sw['budget_channel_uses']:,} channel uses, "
+                      f"{sw['draws']} draws per point, float accuracy {sw['accuracy_float']:.4f}.", "",
+                      "| MCS | target_snr dB | .nnc bytes (max) | no-error acc. | BICM limit | Gaussian limit | "
+                      "cliff | gap to BICM | acc. 0.5 dB below the cliff: mean [min, max] |",
+                      "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+            for mcs, m in sw["mcs"].items():
+                f = m["fit"]
+                below = None
+                if m["cliff_db"] is not None:
+                    below = next((p for p in m["points"] if abs(p["snr_db"] - (m["cliff_db"] - 0.5)) < 1e-6), None)
+                cl = f"{m['cliff_db']:.2f}" if m["cliff_db"] is not None else "not reached"
+                gap = f"{m['cliff_gap_bicm_db']:.2f}" if m["cliff_gap_bicm_db"] is not None else "n/a"
+                btxt = f"{below['mean']:.3f} [{below['min']:.3f}, {below['max']:.3f}]" if below else "n/a"
+                lines.append(f"| {mcs} | {f['value']:.2f}{' (max)' if f['at_limit'] else ''} | {f['nnc_bytes']} "
+                             f"({f['max_bytes']}) | {m['accuracy_no_errors']:.4f} | {m['bicm_limit_db']:.2f} | "
+                             f"{m['gaussian_limit_db']:.2f} | {cl} | {gap} | {btxt} |")
+            gaps = {mcs: m["cliff_gap_bicm_db"] for mcs, m in sw["mcs"].items()}
+            met = [g for g in gaps.values() if g is not None and g <= 3.0]
+            worst = max((g, mcs) for mcs, g in gaps.items() if g is not None)
+            lines += ["", f"Cliffs within 3 dB of the BICM limit: **{len(met)} of {len(gaps)}** (largest gap "
+                          f"{worst[0]:.2f} dB, {worst[1]}).", "",
+                      "Best-MCS envelope (whole dB; equal neighbours merged): Es/N0 dB: MCS, mean [min, max] accuracy", ""]
+            groups = []
+            for e in sw["envelope"]:
+                if abs(e["snr_db"] - round(e["snr_db"])) > 1e-6:
+                    continue
+                key = (e["mcs"], round(e["mean"], 4), round(e["min"], 4), round(e["max"], 4))
+                if groups and groups[-1][0] == key:
+                    groups[-1][2] = e["snr_db"]
+                else:
+                    groups.append([key, e["snr_db"], e["snr_db"]])
+            cells = [(f"{a:g}" if a == b else f"{a:g} .. {b:g}") + f": {k[0]}, {k[1]:.3f} [{k[2]:.3f}, {k[3]:.3f}]"
+                     for k, a, b in groups]
+            lines += ["; ".join(cells), ""]
+        lines += ["![accuracy vs Es/N0 at a fixed budget of channel uses](results/channel_cliff.png)", ""]
     lines.append(END)
     return "\n".join(lines)
 
@@ -276,40 +530,75 @@ def update_readme(section: str) -> None:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--no-cliff", action="store_true")
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--quick", action="store_true", help="smoke test: few frames and draws, digits/AWGN only, prints only")
+    ap.add_argument("--parts", default="throughput,fer,paired,cliff",
+                    help="comma-separated parts to run (throughput, fer, paired, cliff); the others are kept from --out")
+    ap.add_argument("--paired-frames", type=int, default=4000)
+    ap.add_argument("--no-cliff", action="store_true", help="same as --parts throughput,fer")
+    ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--max-frames", type=int, default=3000)
     ap.add_argument("--min-errors", type=int, default=60)
-    ap.add_argument("--draws", type=int, default=4)
+    ap.add_argument("--draws", type=int, default=8, help="channel draws per SNR point of the cliff sweep")
+    ap.add_argument("--step", type=float, default=0.25, help="SNR grid of the cliff sweep (dB)")
+    ap.add_argument("--models", default="digits,fashion")
+    ap.add_argument("--channels", default="awgn,rayleigh")
     ap.add_argument("--out", default=str(RESULTS / "channel.json"))
     ap.add_argument("--from-json")
     a = ap.parse_args(argv)
     if a.from_json:
         res = json.loads(Path(a.from_json).read_text())
+        plots(res)
         update_readme(render(res))
         return
+    parts = set(a.parts.split(","))
+    if a.no_cliff:
+        parts.discard("cliff")
+    if not parts <= {"throughput", "fer", "paired", "cliff"}:
+        ap.error(f"unknown part in {a.parts!r}")
     if a.quick:
-        a.repeats, a.max_frames, a.min_errors, a.draws = 1, 200, 20, 1
+        a.repeats, a.max_frames, a.min_errors, a.draws, a.models, a.channels = 1, 200, 20, 2, "digits", "awgn"
+    out = Path(a.out)
+    res = json.loads(out.read_text()) if out.exists() and not a.quick else {}
     t0 = time.perf_counter()
-    res = {"env": env_info(), "params": {"repeats": a.repeats, "max_frames": a.max_frames,
-                                         "min_errors": a.min_errors, "max_iter": 20, "alpha": 0.75}}
-    res["throughput"] = throughput(a.repeats, 100 if a.quick else 400)
-    print(json.dumps(res["throughput"], indent=1), flush=True)
-    res["fer"] = []
-    for mcs in MCS_LIST:
-        c = fer_curve(mcs, 1944, a.max_frames, a.min_errors, 0.25, seed=1)
-        res["fer"].append(c)
-        print(mcs, "limit", round(c["bicm_limit_db"], 2), "FER 1e-2 at", c["snr_at_fer_1e-2"],
-              f"({time.perf_counter() - t0:.0f} s)", flush=True)
-    if not a.no_cliff:
-        res["cliff"] = cliff(a.draws, 0.5)
+    res["env"] = env_info()
+    res.setdefault("params", {}).update({"repeats": a.repeats, "max_frames": a.max_frames,
+                                         "min_errors": a.min_errors, "max_iter": 20, "alpha": 0.75})
+    if "throughput" in parts:
+        load0 = os.getloadavg()
+        res["throughput"] = throughput(a.repeats, 160 if a.quick else 800)
+        res["throughput"]["env"] = {**env_info(), "loadavg_before": load0, "loadavg_after": os.getloadavg()}
+        res.setdefault("throughput_runs", []).append(
+            {"git_commit": res["throughput"]["env"]["git_commit"], "date": res["throughput"]["env"]["date"],
+             "decoder": "int16 fixed point, 16 lanes", "loadavg": load0[0], "repeats": a.repeats,
+             "fixed_20_info_mbps": res["throughput"]["fixed_20_iterations"]["info_mbps"]})
+        print(json.dumps(res["throughput"], indent=1), flush=True)
+    if "fer" in parts:
+        res["fer"] = []
+        for mcs in MCS_LIST:
+            c = fer_curve(mcs, 1944, a.max_frames, a.min_errors, 0.25, seed=1)
+            res["fer"].append(c)
+            print(mcs, "limit", round(c["bicm_limit_db"], 2), "FER 1e-2 at", c["snr_at_fer_1e-2"],
+                  f"({time.perf_counter() - t0:.0f} s)", flush=True)
+        res["fer_env"] = env_info()
+    if "paired" in parts:
+        res["paired"] = {"seed": 11, "rows": paired_fer(200 if a.quick else a.paired_frames, 11), "env": env_info()}
+    if "cliff" in parts:
+        res["budget_cliff"] = []
+        for model in a.models.split(","):
+            for channel in a.channels.split(","):
+                print(f"cliff sweep: {model}, {channel}", flush=True)
+                res["budget_cliff"].append(cliff_sweep(model, MODEL_BUDGETS[model], channel, a.draws, a.step))
+        res["cliff_env"] = env_info()
+    res.pop("cliff", None)   # the old digits-only sweep without a budget
     res["elapsed_s"] = time.perf_counter() - t0
     if a.quick:
         print(render(res))
         return
     RESULTS.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(res, indent=1))
+    # lists of plain values on one line each: the per-draw results stay readable and small
+    text = re.sub(r"\[\s+([^\[\]{}]*?)\s+\]", lambda m: "[" + " ".join(m.group(1).split()) + "]",
+                  json.dumps(res, indent=1))
+    out.write_text(text)
     plots(res)
     update_readme(render(res))
     print(f"wrote {a.out} ({res['elapsed_s']:.0f} s)")

@@ -6,9 +6,9 @@
 
 Parts:
 
-1. digits CNN (``nncodec.tasks.digits``): iterative magnitude pruning to 90% with masked
-   fine-tuning (50 -> 75 -> 90%, a few epochs each), then uniform quantization of the kept
-   weights to 30 dB weight SNR; per-layer storage / operations / energy
+1. digits CNN (``nncodec.tasks.digits``) and Fashion-MNIST CNN (``nncodec.tasks.fashion``):
+   iterative magnitude pruning to 90% (``nncodec.prune.iterative_prune``, 50 -> 75 -> 90%, with
+   masked fine-tuning each round), then uniform quantization of the kept weights to 30 dB; per-layer storage / operations / energy
    (``nncodec.sparse.energy``), and accuracy of the float model, of the pruned+quantized model
    run densely and of the same model run from the WS layout (``torch_modules.sparsify``).
 2. EfficientNet-Lite0 (``bench/weights.py``) pruned 90% by magnitude (no retraining, storage only).
@@ -54,74 +54,75 @@ DIGITS_POSITIONS = {"0.weight": 64, "3.weight": 16, "7.weight": 1, "9.weight": 1
 
 
 # ---------------------------------------------------------------------------------------------
-# 1. digits: prune with fine-tuning, quantize, report, run from WS
+# 1. real models: prune with fine-tuning, quantize, report, run from WS
 
-def _prune_finetune(sd, schedule=(0.5, 0.75, 0.9), epochs=8, seed=0):
+MODELS = {
+    "digits": "digits CNN (`nncodec.tasks.digits`)",
+    "fashion": "Fashion-MNIST CNN (`nncodec.tasks.fashion`, arch cnn)",
+}
+
+
+def _task_parts(name):
+    """(build_model, test X, test y, train_fn for iterative_prune, retraining epochs per round)."""
+    if name == "digits":
+        from nncodec.prune import digits_retrain
+        from nncodec.tasks import digits
+        _, _, Xt, yt = digits.load_data()
+        return digits.build_model, Xt, yt, digits_retrain(epochs=8), 8
+    from nncodec.tasks import fashion
+    Xt, yt = fashion.load_data("test")
+    return (lambda: fashion.build_model("cnn")), Xt, yt, fashion.retrain_fn("cnn", epochs=5), 5
+
+
+def _positions(model, x):
+    """Output positions per weight: H*W of each Conv2d's output, 1 for Linear (forward hooks)."""
     import torch
-    from nncodec.sparse.quantize import magnitude_prune
-    from nncodec.tasks.digits import _deterministic_torch, build_model, load_data
-
-    with _deterministic_torch() as torch:
-        X, y, _, _ = load_data()
-        X, y = torch.from_numpy(X), torch.from_numpy(y)
-        torch.manual_seed(seed)
-        model = build_model()
-        model.load_state_dict(sd)
-        gen = torch.Generator().manual_seed(seed)
-        for frac in schedule:
-            masks = {}
-            with torch.no_grad():
-                for name, p in model.named_parameters():
-                    if p.ndim >= 2:
-                        w = magnitude_prune(p.numpy().reshape(p.shape[0], -1), frac).reshape(p.shape)
-                        masks[name] = torch.from_numpy(w != 0)
-                        p.mul_(masks[name])
-            opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-            model.train()
-            for _ in range(epochs):
-                perm = torch.randperm(X.shape[0], generator=gen)
-                for i in range(0, X.shape[0], 128):
-                    idx = perm[i:i + 128]
-                    opt.zero_grad(set_to_none=True)
-                    torch.nn.functional.cross_entropy(model(X[idx]), y[idx]).backward()
-                    opt.step()
-                    with torch.no_grad():
-                        for name, p in model.named_parameters():
-                            if name in masks:
-                                p.mul_(masks[name])
-        model.eval()
-        return {k: v.detach().clone() for k, v in model.state_dict().items()}
+    pos, hooks = {}, []
+    for mname, mod in model.named_modules():
+        if isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear)):
+            def hook(m, inp, out, key=f"{mname}.weight"):
+                pos[key] = int(out.shape[-1] * out.shape[-2]) if out.ndim == 4 else 1
+            hooks.append(mod.register_forward_hook(hook))
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    return pos
 
 
-def bench_digits(bits=32):
+def bench_model(name, schedule=(0.5, 0.75, 0.9), bits=32):
     import torch
+    from nncodec.prune import iterative_prune
     from nncodec.sparse.torch_modules import sparsify
-    from nncodec.tasks.digits import build_model, evaluate, get_state_dict, load_data
+    from nncodec.tasks import get_task
 
-    sd = get_state_dict()
-    acc_float = evaluate(sd)
+    task = get_task(name)
+    build, Xt, yt, train_fn, epochs = _task_parts(name)
+    sd = task.state_dict()
+    acc_float = task.evaluate(sd)
     t0 = time.perf_counter()
-    pruned = _prune_finetune(sd)
+    pruned, _, _ = iterative_prune(sd, train_fn, amounts=schedule, scope="global")
+    pruned = {k: torch.as_tensor(np.asarray(v)) for k, v in pruned.items()}
     t_ft = time.perf_counter() - t0
-    acc_pruned = evaluate(pruned)
+    acc_pruned = task.evaluate(pruned)
     q = {k: quantize_matrix(v.numpy(), target_snr=30.0) for k, v in pruned.items() if v.ndim >= 2}
     qsd = {k: (torch.from_numpy(q[k].weights()) if k in q else v) for k, v in pruned.items()}
-    _, _, Xt, yt = load_data()
-    dense = build_model()
+    dense = build()
     dense.load_state_dict(qsd)
     dense.eval()
     ws_model = sparsify(dense, q, "ws")
     with torch.no_grad():
-        xs = torch.from_numpy(Xt)
+        xs = torch.from_numpy(np.ascontiguousarray(Xt))
         ref, out = dense(xs), ws_model(xs)
-    layers = [LayerCounts.from_layout(k, WS.from_dense(m.levels, m.dequant), DIGITS_POSITIONS[k])
-              for k, m in q.items()]
+    positions = _positions(dense, xs[:1])
+    layers = [LayerCounts.from_layout(k, WS.from_dense(m.levels, m.dequant), positions[k]) for k, m in q.items()]
     rep = model_report(layers, bits=bits)
-    return {"acc_float": acc_float, "acc_pruned_float": acc_pruned,
+    return {"title": MODELS[name], "acc_float": acc_float, "acc_pruned_float": acc_pruned,
             "acc_pruned_quantized_dense": float((ref.argmax(1).numpy() == yt).mean()),
             "acc_pruned_quantized_ws": float((out.argmax(1).numpy() == yt).mean()),
             "max_abs_logit_diff_ws_vs_dense": float((out - ref).abs().max()),
-            "finetune_s": t_ft, "prune": 0.9, "target_snr": 30.0, "report": _slim(rep)}
+            "finetune_s": t_ft, "prune": schedule[-1], "schedule": list(schedule), "epochs_per_round": epochs,
+            "target_snr": 30.0, "report": _slim(rep)}
 
 
 def _slim(rep):
@@ -305,34 +306,36 @@ def render(res) -> str:
           "`--from-json bench/results/sparse.json` to re-render). Formulas: `nncodec/sparse/layouts.py` "
           "(storage) and `nncodec/sparse/energy.py` (operations, memory, energy; 32-bit float arithmetic "
           "3.7 pJ/mult, 0.9 pJ/add, SRAM 5 pJ and DRAM 640 pJ per 32 bits, from seed 004).", ""]
-    d = res["digits"]
-    r = d["report"]
-    L.append(f"### digits CNN, 90% pruned (masked fine-tuning), quantized to 30 dB")
-    L.append("")
-    L.append(f"Accuracy: float {d['acc_float']:.4f}; pruned (float) {d['acc_pruned_float']:.4f}; pruned + quantized, "
-             f"dense {d['acc_pruned_quantized_dense']:.4f}, run from WS {d['acc_pruned_quantized_ws']:.4f} "
-             f"(largest logit difference {d['max_abs_logit_diff_ws_vs_dense']:.2g}).")
-    L.append("")
-    L.append("| layer | matrix | P | nnz | groups | nnz/group | dense B | CSR B | WS B | ops dense | ops CSR | ops WS | "
-             "energy dense nJ | CSR nJ | WS nJ | arith-only dense/CSR/WS nJ |")
-    L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
-    for x in r["layers"]:
-        c = x["counts"]
-        L.append(f"| {x['name']} | {c['rows']}x{c['cols']} | {c['positions']} | {c['nnz']} | {c['groups']} | "
-                 f"{c['nnz'] / max(1, c['groups']):.2f} | "
-                 + " | ".join(f"{x[l]['storage_bits'] / 8:.0f}" for l in LAYOUTS) + " | "
-                 + " | ".join(f"{x[l]['ops']['total']:,}" for l in LAYOUTS) + " | "
-                 + " | ".join(f"{x[l]['energy_pj']['total'] / 1e3:.1f}" for l in LAYOUTS) + " | "
-                 + "/".join(f"{x[l]['energy_pj']['arith'] / 1e3:.1f}" for l in LAYOUTS) + " |")
-    t = r["total"]
-    L.append(f"| **total** | {r['weights']:,} weights | | {r['nnz']} | | | "
-             + " | ".join(f"{t[l]['storage_bits'] / 8:.0f}" for l in LAYOUTS) + " | "
-             + " | ".join(f"{t[l]['ops']['total']:,}" for l in LAYOUTS) + " | "
-             + " | ".join(f"{t[l]['energy_pj']['total'] / 1e3:.1f}" for l in LAYOUTS) + " | "
-             + "/".join(f"{t[l]['energy_pj']['arith'] / 1e3:.1f}" for l in LAYOUTS) + " |")
-    L.append("")
-    L.append(f"float32 dense: {r['dense_float_bytes']:.0f} B. At 30 dB the kept weights take many distinct levels "
-             "per row, so groups are short and WS saves little over CSR here.")
+    for d in res["models"].values():
+        r = d["report"]
+        L.append(f"### {d['title']}, {d['prune']:.0%} pruned (iterative global magnitude pruning, "
+                 f"{d['schedule']}, {d['epochs_per_round']} epochs of masked fine-tuning per round), quantized to 30 dB")
+        L.append("")
+        L.append(f"Accuracy: float {d['acc_float']:.4f}; pruned (float) {d['acc_pruned_float']:.4f}; pruned + quantized, "
+                 f"dense {d['acc_pruned_quantized_dense']:.4f}, run from WS {d['acc_pruned_quantized_ws']:.4f} "
+                 f"(largest logit difference {d['max_abs_logit_diff_ws_vs_dense']:.2g}).")
+        L.append("")
+        L.append("| layer | matrix | P | nnz | groups | nnz/group | dense B | CSR B | WS B | ops dense | ops CSR | ops WS | "
+                 "energy dense nJ | CSR nJ | WS nJ | arith-only dense/CSR/WS nJ |")
+        L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+        for x in r["layers"]:
+            c = x["counts"]
+            L.append(f"| {x['name']} | {c['rows']}x{c['cols']} | {c['positions']} | {c['nnz']} | {c['groups']} | "
+                     f"{c['nnz'] / max(1, c['groups']):.2f} | "
+                     + " | ".join(f"{x[l]['storage_bits'] / 8:.0f}" for l in LAYOUTS) + " | "
+                     + " | ".join(f"{x[l]['ops']['total']:,}" for l in LAYOUTS) + " | "
+                     + " | ".join(f"{x[l]['energy_pj']['total'] / 1e3:.1f}" for l in LAYOUTS) + " | "
+                     + "/".join(f"{x[l]['energy_pj']['arith'] / 1e3:.1f}" for l in LAYOUTS) + " |")
+        t = r["total"]
+        L.append(f"| **total** | {r['weights']:,} weights | | {r['nnz']} | | | "
+                 + " | ".join(f"{t[l]['storage_bits'] / 8:.0f}" for l in LAYOUTS) + " | "
+                 + " | ".join(f"{t[l]['ops']['total']:,}" for l in LAYOUTS) + " | "
+                 + " | ".join(f"{t[l]['energy_pj']['total'] / 1e3:.1f}" for l in LAYOUTS) + " | "
+                 + "/".join(f"{t[l]['energy_pj']['arith'] / 1e3:.1f}" for l in LAYOUTS) + " |")
+        L.append("")
+        L.append(f"float32 dense: {r['dense_float_bytes']:.0f} B; WS/CSR size {t['ws']['storage_bits'] / t['csr']['storage_bits']:.3f}, "
+                 f"WS/CSR operations {t['ws']['ops']['total'] / t['csr']['ops']['total']:.3f}.")
+        L.append("")
     if res.get("effnet"):
         e = res["effnet"]
         L += ["", f"EfficientNet-Lite0 ({e['tensors']} weight tensors, {e['weights']:,} weights), 90% magnitude-pruned "
@@ -433,8 +436,10 @@ def main():
         return
     res = {"meta": _meta()}
     t = time.perf_counter()
-    res["digits"] = bench_digits()
-    print(f"digits done ({time.perf_counter() - t:.1f} s)", file=sys.stderr)
+    res["models"] = {}
+    for name in (["digits"] if a.quick else list(MODELS)):
+        res["models"][name] = bench_model(name)
+        print(f"{name} done ({time.perf_counter() - t:.1f} s)", file=sys.stderr)
     if not a.quick and not a.no_effnet:
         try:
             res["effnet"] = bench_effnet()

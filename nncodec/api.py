@@ -165,7 +165,9 @@ def encode(tensors: Mapping[str, Any], *, metadata: Optional[Mapping[str, str]] 
     (``"cabac"`` or ``"constriction"``), ``lossless``; ``method`` (``"uniform"``,
     ``"fixed"``, ``"kmeans"``, ``"pq"``, ``"rq"``, ``"binary"``, ``"ternary"``) with
     ``bits``/``il``/``fl``/``rounding``, ``k``, ``pq_dim``, ``rq_stages``...; ``prune``
-    (fraction), ``prune_scope`` (``"tensor"``/``"global"``), ``prune_structured``.
+    (fraction), ``prune_scope`` (``"tensor"``/``"global"``), ``prune_structured``; ``rdoq``,
+    ``dq`` and ``rd_lambda`` (rate-distortion optimized / dependent quantization of the weights,
+    ``nncodec.quantize.rdq``).
     """
     s = _settings(settings, kwargs)
     steps, note = _with_sensitivity(tensors, s, dtypes or {}, sensitivity, allocation)
@@ -193,6 +195,15 @@ def _convert(arr: np.ndarray, dtype: str, framework: str):
     if dtype == "bfloat16":
         return torch.from_numpy(arr.view(np.int16).copy()).view(torch.bfloat16)
     return torch.from_numpy(arr.copy())
+
+
+def level_stage(chain) -> dict:
+    """The stage that turns a record's levels into values: the chain's only stage, or the one
+    after a leading ``prune`` stage (which is informative only). ``{}`` for other chains."""
+    if isinstance(chain, list) and len(chain) == 2 and isinstance(chain[0], dict) \
+            and chain[0].get("id") == "prune":
+        chain = chain[1:]
+    return chain[0] if isinstance(chain, list) and len(chain) == 1 and isinstance(chain[0], dict) else {}
 
 
 class NNCFile:
@@ -244,7 +255,7 @@ class NNCFile:
         from .sparse.layouts import Dense, Dequant
 
         info = self._reader.record_info(name)
-        stage = info.chain[0] if len(info.chain) == 1 else {}
+        stage = level_stage(info.chain)
         if stage.get("id") == "uniform":
             dequant = Dequant(step=stage["step"])
         elif stage.get("id") == "integer":

@@ -197,6 +197,15 @@ def _target_options(fn):
 @click.option("--prune-threshold", type=float, default=None, help="Or zero every |w| <= this.")
 @click.option("--prune-global", is_flag=True, help="One magnitude threshold for the whole model.")
 @click.option("--prune-structured", is_flag=True, help="Zero whole rows (output channels) of smallest RMS.")
+@click.option("--rdoq", is_flag=True,
+              help="Rate-distortion optimized levels: each weight level minimizes distortion + lambda x "
+                   "bits under a model of the CABAC coder (decodes like plain uniform).")
+@click.option("--dq", is_flag=True,
+              help="Dependent (trellis-coded) quantization: two interleaved quantizers and a 4-state "
+                   "machine, levels found by a Viterbi search; with --rdoq the search counts bits too.")
+@click.option("--lambda", "rd_lambda", type=float, default=None, metavar="L",
+              help="Rate weight of --rdoq / --dq in step^2 per bit (implies --rdoq; default with --rdoq: "
+                   "0.12; 0: distortion only).")
 @click.option("-f", "--force", is_flag=True, help="Overwrite the output if it exists.")
 @click.option("-q", "--quiet", is_flag=True, help="No summary line, no progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
@@ -204,7 +213,7 @@ def _target_options(fn):
 @_fail_on_expected_errors
 def encode(model, output, target_snr, snr_scope, qp, step, small_snr, backend, lossless, method, bits, il, fl, rounding,
            seed, k, kmeans_init, pq_dim, rq_stages, ternary_threshold, prune, prune_threshold, prune_global,
-           prune_structured, force, quiet, as_json):
+           prune_structured, rdoq, dq, rd_lambda, force, quiet, as_json):
     """Compress MODEL (.pt state_dict, .safetensors or .npz) into a .nnc file.
 
     \b
@@ -213,7 +222,9 @@ def encode(model, output, target_snr, snr_scope, qp, step, small_snr, backend, l
     or by another --method; 1-D
     tensors get their own finer uniform step from --small-snr; integer tensors are
     stored losslessly. --prune zeroes weights before quantization. The file
-    records every choice: decoding needs no options.
+    records every choice: decoding needs no options. --rdoq and --dq change how the
+    levels of weight tensors are chosen (the step search of --target-snr runs them
+    in its loop, so the SNR is still reached).
 
     \b
     Examples:
@@ -233,6 +244,9 @@ def encode(model, output, target_snr, snr_scope, qp, step, small_snr, backend, l
       nncodec encode fashion.pt -o m.nnc --task fashion --sensitivity fisher --target-snr 14
       nncodec encode model.pt -o m.nnc --prune 0.5 --prune-global --method kmeans --k 16
       nncodec encode model.pt -o m.nnc --prune 0.25 --prune-structured  # whole rows
+      nncodec encode model.pt -o m.nnc --rdoq                          # RD-optimized levels
+      nncodec encode model.pt -o m.nnc --dq --rdoq --target-snr 30     # trellis-coded quantization
+      nncodec encode model.pt -o m.nnc --dq --lambda 0.2 --qp -28
     """
     from .io import read_model
 
@@ -242,6 +256,10 @@ def encode(model, output, target_snr, snr_scope, qp, step, small_snr, backend, l
         raise click.UsageError(f"--target-snr, --qp and --step apply to --method uniform, not {method}")
     if prune is not None and prune_threshold is not None:
         raise click.UsageError("give at most one of --prune and --prune-threshold")
+    if method != "uniform" and (rdoq or dq or rd_lambda is not None):
+        raise click.UsageError(f"--rdoq, --dq and --lambda apply to --method uniform, not {method}")
+    if lossless and (rdoq or dq or rd_lambda is not None):
+        raise click.UsageError("--lossless excludes --rdoq, --dq and --lambda")
     if not os.path.exists(model):
         raise _Failure(f"{model}: no such file")
     _check_output(output, force)
@@ -250,7 +268,7 @@ def encode(model, output, target_snr, snr_scope, qp, step, small_snr, backend, l
                         rounding=rounding, seed=seed, k=k, kmeans_init=kmeans_init, pq_dim=pq_dim,
                         rq_stages=rq_stages, ternary_threshold=ternary_threshold, prune=prune,
                         prune_threshold=prune_threshold, prune_scope="global" if prune_global else "tensor",
-                        prune_structured=prune_structured)
+                        prune_structured=prune_structured, rdoq=rdoq, dq=dq, rd_lambda=rd_lambda)
     t0 = time.perf_counter()
     tensors, dtypes, metadata = read_model(model)
     extra = _encode_targeted(tensors, dtypes, metadata, settings, output, force, quiet,

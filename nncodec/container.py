@@ -51,7 +51,11 @@ __all__ = [
 # Constants of format version 1 (formats/nnc-v1.md)
 
 MAGIC = b"\x89NNC\r\n\x1a\n"
-FORMAT_VERSION = (1, 0)  # (major, minor) this module writes; it reads any 1.x
+FORMAT_VERSION = (1, 1)  # (major, newest minor) this module writes; it reads any 1.x
+# Chain stage ids added after 1.0, and the minor version that introduced them: a file is
+# written as 1.x with x the largest minor version that one of its stages needs (1.0 when
+# none does), so that files without them keep their 1.0 bytes. See nnc-v1.md, section 10.
+STAGE_MINOR: dict[str, int] = {"dq": 1}
 _PREAMBLE = struct.Struct("<8sBBHII")  # magic, major, minor, flags, header_length, header_crc32
 PREAMBLE_SIZE = _PREAMBLE.size  # 20
 _CRC_FIELD = slice(16, 20)
@@ -333,7 +337,8 @@ def _encode_header(records: Iterable[TensorRecord],
     if len(body) > DEFAULT_LIMITS.max_header_size:
         raise ValueError(f"header body is {len(body)} bytes; the format allows at most "
                          f"{DEFAULT_LIMITS.max_header_size} (too many tensors or too much metadata)")
-    major, minor = FORMAT_VERSION
+    major = FORMAT_VERSION[0]
+    minor = max([0] + [STAGE_MINOR.get(st.get("id"), 0) for rec in records for st in rec.chain])
     pre = _PREAMBLE.pack(MAGIC, major, minor, 0, len(body), 0)
     crc = zlib.crc32(body, zlib.crc32(pre[:16]))
     return pre[:16] + _U32.pack(crc) + bytes(body), payloads

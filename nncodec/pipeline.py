@@ -12,6 +12,12 @@ record, so that decoding needs no settings:
 - ``fixed``, ``kmeans``, ``pq``, ``rq``, ``binary``, ``ternary``: the other
   quantizers (``nncodec.quantize``), chosen by ``Settings.method`` for tensors with
   two or more dimensions.
+- ``{"id": "dq", "step": s}``: dependent (trellis-coded) quantization
+  (``nncodec.quantize.rdq``): two interleaved quantizers picked by a 4-state
+  machine driven by the parity of each level; decoded by replaying the machine.
+  ``Settings.dq``. With ``Settings.rdoq`` (or ``rd_lambda``) the levels of a
+  ``uniform`` or ``dq`` stage are chosen to minimize distortion + lambda x bits;
+  that changes nothing for the decoder (the metadata ``nncodec.settings`` says so).
 - ``{"id": "prune", ...}``: first in a chain of two, before the quantizer: the
   tensor was pruned (``nncodec.prune``) and its zeros are in the levels; it records
   how, and decoding passes through it unchanged.
@@ -25,6 +31,7 @@ reaching ``small_snr`` dB.
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
@@ -37,6 +44,12 @@ from .container import DTYPES, RecordInfo, TensorRecord
 from .entropy import DEFAULT_BACKEND, backend_by_id, get_backend
 from .errors import FormatError
 from .quant_snr import _as_real, quantize_checked, step_for_snr, step_for_snr_many
+from .quantize import rdq as _rdq
+
+try:  # compiled dequantization loop; numpy does the same (in three passes) without it
+    from nncodec_ext import _quant
+except ImportError:  # pragma: no cover - only on a broken install
+    _quant = None
 
 DEFAULT_TARGET_SNR = 30.0
 DEFAULT_SMALL_SNR = 60.0
@@ -88,6 +101,11 @@ class Settings:
     prune_threshold: Optional[float] = None  # or: zero |w| (row RMS) <= this
     prune_scope: str = "tensor"         # "tensor" or "global" (one threshold for the model)
     prune_structured: bool = False      # zero whole rows (output channels) by RMS
+    # rate-distortion choices of the levels of weight tensors (method "uniform" only):
+    rdoq: bool = False                  # levels minimize D + lambda * R (R: CABAC rate model)
+    rd_lambda: Optional[float] = None   # lambda in step^2 per bit (implies the rate term);
+                                        # default with rdoq: nncodec.quantize.rdq.DEFAULT_LAMBDA
+    dq: bool = False                    # dependent (trellis-coded) quantization
 
     def __post_init__(self):
         given = [n for n in ("step", "qp", "target_snr") if getattr(self, n) is not None]
@@ -103,6 +121,15 @@ class Settings:
         if self.snr_scope not in SNR_SCOPES:
             raise ValueError(f"snr_scope must be one of {', '.join(SNR_SCOPES)}, got {self.snr_scope!r}")
         get_backend(self.backend)  # raises ValueError naming the choices
+        if self.rd_lambda is not None and not (isinstance(self.rd_lambda, (int, float))
+                                               and not isinstance(self.rd_lambda, bool)
+                                               and math.isfinite(self.rd_lambda) and self.rd_lambda >= 0):
+            raise ValueError(f"rd_lambda must be a finite number >= 0, got {self.rd_lambda!r}")
+        if self.rd_search:
+            if self.method != "uniform":
+                raise ValueError(f"rdoq / dq / rd_lambda apply to method 'uniform', not {self.method!r}")
+            if self.lossless:
+                raise ValueError("lossless excludes rdoq / dq / rd_lambda")
 
     def _check_method(self, given) -> None:
         from .quantize import fixed as _fixed, kmeans as _km
@@ -148,6 +175,18 @@ class Settings:
             raise ValueError(f"prune_scope must be one of {', '.join(_prune.SCOPES)}, got {self.prune_scope!r}")
 
     @property
+    def rd_search(self) -> bool:
+        """Weight levels come from the rate-distortion search (RDOQ and/or DQ)."""
+        return bool(self.rdoq or self.dq or self.rd_lambda is not None)
+
+    @property
+    def rd_lam(self) -> float:
+        """The rate weight the search uses, in step^2 per bit (0: distortion only)."""
+        if self.rd_lambda is not None:
+            return float(self.rd_lambda)
+        return _rdq.default_lambda(self.dq) if self.rdoq else 0.0
+
+    @property
     def pruning(self) -> bool:
         return self.prune is not None or self.prune_threshold is not None
 
@@ -191,13 +230,22 @@ class Settings:
 
     def describe(self) -> str:
         if self.method == "uniform" and not self.pruning:
-            return self._describe_uniform()
-        text = self._describe_uniform() if self.method == "uniform" else self._describe_method()
+            return self._describe_uniform() + self._describe_rd()
+        text = (self._describe_uniform() + self._describe_rd() if self.method == "uniform"
+                else self._describe_method())
         if self.pruning:
             what = (f"{self.prune:g}" if self.prune is not None else f"threshold {self.prune_threshold:g}")
             text += (f", pruned {what} {'rows ' if self.prune_structured else ''}"
                      f"{'per tensor' if self.prune_scope == 'tensor' else 'globally'}")
         return text
+
+    def _describe_rd(self) -> str:
+        if not self.rd_search:
+            return ""
+        lam = self.rd_lam
+        if self.dq:
+            return ", dependent quantization" + (f", RDOQ lambda {lam:g}" if lam > 0 else "")
+        return f", RDOQ lambda {lam:g}" if lam > 0 else ""
 
     def _describe_uniform(self) -> str:
         if self.lossless:
@@ -210,7 +258,7 @@ class Settings:
         return f"target weight SNR {self.target:g} dB {per}"
 
     def step_for(self, w: np.ndarray, ndim: int, dtype: str,
-                 model_step: Optional[float] = None) -> float:
+                 model_step: Optional[float] = None, row: int = 0) -> float:
         """The quantization step of a float tensor with ``ndim`` dimensions, values ``w``
         (1-D, float32 or float64), stored as ``dtype``; ``model_step`` is the one step
         of a model-wide target SNR (``model_step_for``)."""
@@ -222,6 +270,8 @@ class Settings:
             return float(self.step)
         if self.qp is not None:
             return step_from_qp(self.qp)
+        if self.rd_search:
+            return rd_step_reaching([(w, row, dtype)], self.target, self)
         return _step_reaching(w, self.target_snr if self.target_snr is not None else DEFAULT_TARGET_SNR,
                               dtype)
 
@@ -240,6 +290,8 @@ _CHUNK = 1 << 16
 def _stored_sq(w: np.ndarray, step: float, dtype: str) -> tuple[float, float]:
     """(sum w^2, squared error of the decoded tensor, rounding to ``dtype`` included),
     in chunks: memory stays bounded whatever the tensor's size."""
+    if _quant is not None and dtype == "float32" and w.dtype in (np.float32, np.float64):
+        return _quant.sq_error_f32(np.ascontiguousarray(w).reshape(-1), float(step))  # one pass
     sig = err = 0.0
     for start in range(0, w.size, _CHUNK):
         x = w[start:start + _CHUNK].astype(np.float64)
@@ -274,6 +326,131 @@ def _step_reaching(w: np.ndarray, target: float, dtype: str) -> float:
     return float(step)
 
 
+_DB_PER_LOG_STEP = 20.0 / math.log(10.0)  # weight SNR falls ~8.7 dB per unit of ln(step)
+# Where the search for DQ starts, relative to the plain step reaching the same SNR: the
+# dependent quantizer's levels are spaced 2 steps apart, which costs about 4.7 dB at equal step.
+_DQ_START = 10.0 ** (-4.7 / 20.0)
+
+
+# The levels of every weight tensor at the step rd_step_reaching returned last, so that
+# encoding does not search them a second time: {(lambda, dq, step): {tensor key: (levels, error)}}
+_RD_CACHE: dict = {}
+
+
+def _tensor_key(w: np.ndarray, row: int) -> tuple:
+    return (w.size, row, w.dtype.str, zlib.crc32(memoryview(np.ascontiguousarray(w)).cast("B")))
+
+
+def _rd_levels(w: np.ndarray, step: float, row: int, settings: Settings, name: str = "",
+               guard: bool = True):
+    """(levels, squared error in binary64) of a weight tensor ``w`` (1-D, coding order)
+    from the rate-distortion search of ``settings`` (RDOQ and/or DQ)."""
+    cached = _RD_CACHE.get((settings.rd_lam, settings.dq, float(step)))
+    if cached:
+        hit = cached.pop(_tensor_key(w, row), None)
+        if hit is not None:
+            return hit
+    if w.size:
+        top = max(float(w.max()), -float(w.min())) / step
+        if top > 2**31 - 1:
+            raise ValueError(f"tensor {name!r}: step {step:g} is too small for its range "
+                             f"(levels beyond int32); use a larger step or lower SNR")
+    return _rdq.rd_quantize(w, step, row_length=row, lam=settings.rd_lam, dq=settings.dq, guard=guard)
+
+
+def _rd_stage(step: float, settings: Settings) -> dict:
+    # RDOQ changes only which levels are chosen, not how they decode: it is recorded in the
+    # file's "nncodec.settings" metadata, not in the chain (14 bytes a tensor saved)
+    return {"id": "dq" if settings.dq else "uniform", "step": float(step)}
+
+
+def rd_step_reaching(tensors, target: float, settings: Settings, tol: float = 0.02) -> float:
+    """A step with which the rate-distortion search of ``settings`` brings the weight tensors
+    ``tensors`` ((1-D values, row length, dtype) triples) together to at least ``target`` dB of
+    weight SNR, and at most ``target + tol`` when the search can get there. The quantizer runs
+    in the loop: Newton steps on ln(step) from the plain step (scaled for DQ), then regula falsi
+    once the target is bracketed; the result is the largest step found that meets the target,
+    rounding to the stored dtypes included."""
+    tensors = [(w, r, d) for w, r, d in tensors if w.size]
+    if not tensors:
+        return 1.0
+    signal = sum(float(np.dot(w.astype(np.float64), w.astype(np.float64))) for w, _, _ in tensors)
+    if signal == 0.0:
+        return 1.0
+    plain = step_for_snr_many([w for w, _, _ in tensors], target)
+    exact = all(d == "float64" for _, _, d in tensors)
+
+    found = {}
+
+    def snr(ls: float, stored: tuple = ("float16", "bfloat16")) -> float:
+        step = math.exp(ls)
+        err = 0.0
+        found.clear()
+        for w, r, d in tensors:
+            levels, e = _rd_levels(w, step, r, settings)
+            found[_tensor_key(w, r)] = (levels, e)
+            if d in stored:  # the error after rounding to the stored dtype
+                x = w.astype(np.float64)
+                dv = x - _stored(_rdq.reconstruct(levels, step, settings.dq), d)
+                e = float(np.dot(dv, dv))
+            err += e
+        return math.inf if err == 0.0 else 10.0 * math.log10(signal / err)
+
+    def checked(ls: float) -> float:
+        # float32 storage is left out of the search (its rounding changes the SNR by far less
+        # than the tolerance); the step returned is checked with it, and made smaller if needed
+        if exact or all(d in ("float16", "bfloat16", "float64") for _, _, d in tensors):
+            return keep(ls)
+        for _ in range(50):
+            found_ls[0] = ls
+            if snr(ls, ("float32", "float16", "bfloat16")) >= target:
+                break
+            ls += math.log(0.99)
+        return keep(ls)
+
+    aim = target + tol / 2.0
+    ls = math.log(plain * (_DQ_START if settings.dq else 1.0))
+    ok, bad = [], []
+    _RD_CACHE.clear()
+
+    def keep(ls: float) -> float:  # the levels of the step returned, for the encoder
+        step = float(math.exp(ls))
+        if found and found_ls[0] == ls:
+            _RD_CACHE[(settings.rd_lam, settings.dq, step)] = dict(found)
+        return step
+
+    found_ls = [None]
+    for _ in range(14):
+        v = snr(ls)
+        found_ls[0] = ls
+        (ok if v >= target else bad).append((ls, v))
+        if target <= v <= target + tol:
+            return checked(ls)
+        lo = max(ok) if ok else None
+        hi = min(bad) if bad else None
+        if lo is not None and hi is not None:
+            span = hi[0] - lo[0]
+            if span < 1e-6:
+                break
+            if math.isinf(lo[1]):
+                ls = lo[0] + 0.5 * span
+            else:
+                ls = lo[0] + span * (lo[1] - aim) / (lo[1] - hi[1])
+                ls = min(max(ls, lo[0] + 0.05 * span), hi[0] - 0.05 * span)
+        else:
+            base = lo if lo is not None else hi
+            ls = base[0] + (min(base[1], 1e3) - aim) / _DB_PER_LOG_STEP
+    if ok:
+        return checked(max(ok)[0])
+    ls = min(bad)[0]
+    for _ in range(200):  # not reached yet: shrink until it is
+        ls -= 0.05
+        found_ls[0] = ls
+        if snr(ls) >= target:
+            break
+    return checked(ls)
+
+
 def dtype_name(array) -> str:
     """The container dtype name of a numpy array (bfloat16 must be named explicitly)."""
     name = np.dtype(array.dtype).name
@@ -299,7 +476,7 @@ def model_step_for(settings: Settings, tensors: Iterable[tuple[np.ndarray, str]]
     that pruning keeps (pruned copies are made, float32: memory about the model's size)."""
     if not settings.needs_model_step:
         return None
-    pairs = []
+    pairs, rows = [], []
     for a, d in tensors:
         if d not in FLOAT_DTYPES or a.ndim < 2 or not a.size:
             continue
@@ -310,9 +487,12 @@ def model_step_for(settings: Settings, tensors: Iterable[tuple[np.ndarray, str]]
             w = _prune_stage(w.reshape(a.shape).astype(np.float64), settings,
                              global_threshold)[0].astype(np.float32).reshape(-1)
         pairs.append((w, d))
+        rows.append(int(math.prod(a.shape[1:])))
     if not pairs:
         return None
     target = settings.target
+    if settings.rd_search:
+        return rd_step_reaching([(w, r, d) for (w, d), r in zip(pairs, rows)], target, settings)
     step = step_for_snr_many([w for w, _ in pairs], target)
     if all(d == "float64" for _, d in pairs):
         return step
@@ -381,14 +561,18 @@ def encode_tensor(name: str, arr: np.ndarray, dtype: str, settings: Settings, *,
         if len(shape) >= 2 and (settings.method != "uniform" or settings.pruning):
             return _encode_weight(name, w, dtype, shape, settings, backend, row, global_threshold,
                                   model_step)
-        step = settings.step_for(w, len(shape), dtype, model_step)
-        levels, top = quantize_checked(w, step)
-        if top > 2**31 - 1:
-            raise ValueError(f"tensor {name!r}: step {step:g} is too small for its range "
-                             f"(levels beyond int32); use a larger step or lower SNR")
+        step = settings.step_for(w, len(shape), dtype, model_step, row)
+        if len(shape) >= 2 and settings.rd_search:
+            levels, _ = _rd_levels(w, step, row, settings, name)
+            stage = _rd_stage(step, settings)
+        else:
+            levels, top = quantize_checked(w, step)
+            if top > 2**31 - 1:
+                raise ValueError(f"tensor {name!r}: step {step:g} is too small for its range "
+                                 f"(levels beyond int32); use a larger step or lower SNR")
+            stage = {"id": "uniform", "step": float(step)}
         payload = backend.encode(levels, row_length=row)
-        return TensorRecord(name, dtype, shape, [{"id": "uniform", "step": float(step)}],
-                            backend.id, payload)
+        return TensorRecord(name, dtype, shape, [stage], backend.id, payload)
     if dtype not in DTYPES:
         raise TypeError(f"tensor {name!r}: unsupported dtype {dtype}")
     flat = np.asarray(arr).reshape(-1)
@@ -408,12 +592,16 @@ def _encode_weight(name, w, dtype, shape, settings, backend, row, global_thresho
         w, stage = _prune_stage(w.astype(np.float64), settings, global_threshold)
         chain.append(stage)
     if settings.method == "uniform":
-        step = settings.step_for(w.reshape(-1), len(shape), dtype, model_step)
-        levels, top = quantize_checked(w.reshape(-1), step)
-        if top > 2**31 - 1:
-            raise ValueError(f"tensor {name!r}: step {step:g} is too small for its range "
-                             f"(levels beyond int32); use a larger step or lower SNR")
-        chain.append({"id": "uniform", "step": float(step)})
+        step = settings.step_for(w.reshape(-1), len(shape), dtype, model_step, row)
+        if settings.rd_search:
+            levels, _ = _rd_levels(w.reshape(-1), step, row, settings, name)
+            chain.append(_rd_stage(step, settings))
+        else:
+            levels, top = quantize_checked(w.reshape(-1), step)
+            if top > 2**31 - 1:
+                raise ValueError(f"tensor {name!r}: step {step:g} is too small for its range "
+                                 f"(levels beyond int32); use a larger step or lower SNR")
+            chain.append({"id": "uniform", "step": float(step)})
     else:
         stage, levels, row = _quantize.encode(settings.method, w, settings.options(), name=name,
                                               pruned=settings.pruning)
@@ -490,6 +678,11 @@ def decode_tensor(info: RecordInfo, payload: bytes) -> np.ndarray:
             raise FormatError(f"tensor {info.name!r}: uniform stage on a {info.dtype} tensor")
         if not isinstance(step, float) or not (step > 0 and math.isfinite(step)):
             raise FormatError(f"tensor {info.name!r}: invalid step {step!r}")
+        if _quant is not None and info.dtype == "float32" and levels.dtype == np.int32 and levels.ndim == 1:
+            # one pass instead of three; same rounding (float64 product, then float32)
+            out = np.empty(levels.size, np.float32)
+            _quant.dequantize_into(np.ascontiguousarray(levels), step, out)
+            return out.reshape(info.shape)
         values = levels.astype(np.float64) * step
         if info.dtype == "bfloat16":
             return bf16.from_float32(values.astype(np.float32)).reshape(info.shape)

@@ -1,30 +1,37 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""Context-adaptive binary arithmetic coder for int32 quantization levels.
+"""Context-adaptive binary arithmetic coder for int32 quantization levels
+(cabac payload version 2, formats/cabac-v1.md sections 3-6).
 
 Hot loops only. Parameter choice, stream headers, validation and error
 messages live in ``nncodec.entropy.cabac``; this module reports problems as
 integer status codes.  ``nncodec/entropy/cabac_ref.py`` is a line-by-line
 pure-Python twin that must produce the same bytes; change both together.
-(For speed the loops here track the previous level's context class
-incrementally and read _gt_class from a table; _sig_ctx, _sign_ctx and
-_gt_class stay the definitions.)
 
-Binarization of a level q (coding order = C order of the tensor):
-  sig       q != 0                                   context coded
-  sign      q < 0                                    context coded
-  gt_k      |q| > k for k = 1..K, stops at first 0   context coded
-  rem       |q| - K - 1 as Exp-Golomb of order E     bypass bins
+Binarization of a level q (coding order = C order of the tensor), m = |q|:
+  sig       q != 0                                       context coded
+  sign      q < 0                                        context coded
+  gt_k      m > k for k = 1..K, stops at the first 0     context coded
+  prefix    r = m - K - 1 in Exp-Golomb classes of order E: one bin per
+            class boundary passed, then a 0                context coded
+  suffix    the offset of r in its class (e bits): the top two bits
+            context coded, the others bypass bins
+
+Contexts: the significance flag from whether the previous level is zero,
+|above| and ew (a running average, x4, of the magnitudes earlier in the
+same row); the sign from the signs of the previous and the above level;
+every magnitude bin from the local activity s = ew/4 + |above| + |prev|
+against the magnitude the bin tests. Contexts start at P = 1/2, or (init
+= 1) from fixed prior tables.
 
 Arithmetic coder: 32-bit range, 33-bit low with byte-wise carry propagation
 (pending 0xFF bytes are held back), renormalization when the range drops
 below 2**24.  Each context holds two 30-bit estimates of P(bin = 0) adapting
-with shifts RATE_FAST and RATE_SLOW (faster while the context is young); the
-coder uses their mean, rounded to 16 bits and forced odd (so never 0).
+with per-tensor shifts F and S (faster while the context is young); the coder
+uses their mean, rounded to 16 bits and forced odd (so never 0).
 """
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
 from libc.stdlib cimport malloc, realloc, free
-from libc.string cimport memcpy
 from libc.math cimport log2
 
 import numpy as np
@@ -44,19 +51,26 @@ cdef extern from *:
 
 
 cdef enum:
-    RATE_FAST = 8
-    RATE_SLOW = 11
-    PRIOR_COUNT = 31               # bins a prior-initialized context counts as seen
-    WARMUP_MAX = 1023               # from here on both shifts are at their rates
+    MIN_FAST = 1                   # the fast adaptation shift F is in MIN_FAST..MAX_FAST
+    MAX_FAST = 8
+    MIN_SLOW = 4                   # the slow one, S, in MIN_SLOW..MAX_SLOW
+    MAX_SLOW = 11
+    FLUSH_SLACK = 3                # body bytes the decoder reads past the end (as zeros)
+    PRIOR_COUNT = 31               # bins a sign context counts as seen at the start
+    PRIMED_COUNT = 8               # bins a context started from the prior table counts as seen
+    WARMUP_MAX = 1023              # bin count at which both shifts have reached their rates
     PROB_ONE = 65536               # coding probabilities are 16-bit
     STATE_BITS = 30                # estimator state precision
     STATE_ONE = 1073741824         # 2**30
     STATE_INIT = 536870912         # 2**29, P = 1/2
-    RANGE_TOP = 16777216          # 2**24
-    N_SIG_CTX = 18
+    RANGE_TOP = 16777216           # 2**24
+    N_SIG_CTX = 24
     N_SIGN_CTX = 9
-    N_GT_CLASSES = 6
-    MAX_K = 64
+    N_MAG_CLASSES = 3              # activity classes of each magnitude bin
+    N_POS = 16                     # prefix positions with their own contexts (the last is shared)
+    N_PREFIX_CTX = 48              # N_POS * N_MAG_CLASSES
+    N_SUFFIX_CTX = 48              # N_POS * 3 (first suffix bit; second after a 0; after a 1)
+    MAX_K = 7
     MAX_EG_ORDER = 31
     MAX_EG_PREFIX = 40
 
@@ -73,6 +87,7 @@ cdef enum:
 cdef uint64_t LOW32_MASK = 0xFFFFFFFFULL
 cdef uint64_t LOW24_MASK = 0x00FFFFFFULL
 cdef uint64_t SHIFT_LIMIT = 0xFF000000ULL
+cdef uint64_t THRESHOLD_CAP = 1ULL << 40   # magnitude thresholds saturate here
 
 cdef enum:
     MODE_WRITE = 0
@@ -85,10 +100,33 @@ cdef int _i
 for _i in range(4096):
     COST_TABLE[_i] = -log2((16.0 * _i + 8.0) / 65536.0)
 
+# Initial P(bin = 0) in 1/256 of the contexts with init = 1 (formats/cabac-v1.md
+# section 5): averages over the weights of a trained network, part of the format.
+cdef uint8_t SIG_PRIOR[24]
+for _i, _v in enumerate([86, 57, 50, 36, 71, 55, 27, 23, 51, 29, 25, 16,
+                         61, 44, 39, 39, 40, 58, 27, 17, 28, 30, 24, 14]):
+    SIG_PRIOR[_i] = _v
+cdef uint8_t GT_PRIOR[2][3]
+for _i, _v in enumerate([104, 68, 31, 62, 58, 23]):
+    GT_PRIOR[_i // 3][_i % 3] = _v
+cdef uint8_t PREFIX_PRIOR[4][3]
+for _i, _v in enumerate([127, 112, 96, 186, 172, 158, 231, 205, 152, 245, 175, 152]):
+    PREFIX_PRIOR[_i // 3][_i % 3] = _v
+cdef uint8_t SUFFIX_PRIOR[5][3]
+for _i, _v in enumerate([141, 134, 135, 164, 145, 147, 203, 170, 171, 221, 194, 174, 229, 195, 195]):
+    SUFFIX_PRIOR[_i // 3][_i % 3] = _v
+
+# w(n) = 1 + floor(log2(n + 1)): the adaptation shift of a context that has
+# seen n bins is min(w(n), rate), so that a fresh context learns about as fast
+# as a frequency count and then settles at the estimator's rate.
+cdef uint8_t WARMUP_W[WARMUP_MAX + 1]
+for _i in range(WARMUP_MAX + 1):
+    WARMUP_W[_i] = 1 + int(log2(_i + 1))
+
 
 def n_contexts(int K):
     """Number of adaptive contexts used for a given K."""
-    return N_SIG_CTX + N_SIGN_CTX + K * N_GT_CLASSES
+    return N_SIG_CTX + N_SIGN_CTX + K * N_MAG_CLASSES + N_PREFIX_CTX + N_SUFFIX_CTX
 
 
 cdef struct Ctx:
@@ -97,34 +135,26 @@ cdef struct Ctx:
     uint32_t n        # bins seen so far, saturating at WARMUP_MAX
 
 
-# Adaptation shifts while a context is young: w(n) = 1 + floor(log2(n + 1)),
-# so that a fresh context learns about as fast as a frequency count, then
-# settles at the estimator's own rate. Packed: fast shift | slow shift << 8.
-cdef uint16_t WARMUP_SHIFTS[WARMUP_MAX + 1]
-cdef int _w
-for _i in range(WARMUP_MAX + 1):
-    _w = 1 + int(log2(_i + 1))
-    WARMUP_SHIFTS[_i] = min(_w, RATE_FAST) | (min(_w, RATE_SLOW) << 8)
+cdef struct Rates:
+    uint32_t fast
+    uint32_t slow
 
 
-cdef inline uint32_t _p0(const Ctx* c) noexcept nogil:
-    # mean of the two estimates as a 16-bit probability; "| 1" keeps it >= 1
-    return ((c.a + c.b) >> (STATE_BITS + 1 - 16)) | 1u
-
-
-cdef inline void _update_ab(Ctx* c, uint32_t a, uint32_t b, uint32_t bit) noexcept nogil:
+cdef inline void _update_ab(Ctx* c, uint32_t a, uint32_t b, uint32_t bit, Rates r) noexcept nogil:
     # move each estimate (a = c.a, b = c.b, already loaded) towards the observed
     # bin: state += (target - state) >> shift, with an arithmetic (flooring)
     # shift of the signed difference
     cdef int32_t target = <int32_t> ((bit - 1u) & STATE_ONE)
-    cdef uint32_t w
+    cdef uint32_t w, fs, ss
     if likely(c.n >= WARMUP_MAX):
-        c.a = <uint32_t> (<int32_t> a + ((target - <int32_t> a) >> RATE_FAST))
-        c.b = <uint32_t> (<int32_t> b + ((target - <int32_t> b) >> RATE_SLOW))
+        c.a = <uint32_t> (<int32_t> a + ((target - <int32_t> a) >> r.fast))
+        c.b = <uint32_t> (<int32_t> b + ((target - <int32_t> b) >> r.slow))
     else:
-        w = WARMUP_SHIFTS[c.n]
-        c.a = <uint32_t> (<int32_t> a + ((target - <int32_t> a) >> (w & 0xFF)))
-        c.b = <uint32_t> (<int32_t> b + ((target - <int32_t> b) >> (w >> 8)))
+        w = WARMUP_W[c.n]
+        fs = w if w < r.fast else r.fast
+        ss = w if w < r.slow else r.slow
+        c.a = <uint32_t> (<int32_t> a + ((target - <int32_t> a) >> fs))
+        c.b = <uint32_t> (<int32_t> b + ((target - <int32_t> b) >> ss))
         c.n += 1
 
 
@@ -180,24 +210,25 @@ cdef inline void _shift_low(Enc* e) noexcept nogil:
 
 
 cdef inline void _enc_renorm(Enc* e) noexcept nogil:
+    # rare: callers test the range first
     while e.range < RANGE_TOP:
         e.range <<= 8
         _shift_low(e)
 
 
-cdef inline void _enc_bit(Enc* e, Ctx* c, uint32_t bit, int mode) noexcept nogil:
+cdef inline void _enc_bit(Enc* e, Ctx* c, uint32_t bit, int mode, Rates r) noexcept nogil:
+    # one context-coded bin, written without a branch on its value
     cdef uint32_t a = c.a
     cdef uint32_t b = c.b
-    cdef uint32_t p = ((a + b) >> (STATE_BITS + 1 - 16)) | 1u      # _p0(c)
+    cdef uint32_t p = ((a + b) >> (STATE_BITS + 1 - 16)) | 1u      # P(bin = 0), 16-bit
     cdef uint32_t bound
+    cdef uint32_t mask
     if mode == MODE_WRITE:
         bound = (e.range >> 16) * p
-        if bit:
-            e.low += bound
-            e.range -= bound
-        else:
-            e.range = bound
-        _update_ab(c, a, b, bit)
+        mask = 0u - bit
+        e.low += bound & mask
+        e.range = bound + ((e.range - bound - bound) & mask)
+        _update_ab(c, a, b, bit, r)
         if unlikely(e.range < RANGE_TOP):
             _enc_renorm(e)
     else:
@@ -212,48 +243,24 @@ cdef inline void _enc_bit(Enc* e, Ctx* c, uint32_t bit, int mode) noexcept nogil
                 e.bits += COST_TABLE[(PROB_ONE - p) >> 4]
             else:
                 e.bits += COST_TABLE[p >> 4]
-        _update_ab(c, a, b, bit)
+        _update_ab(c, a, b, bit, r)
 
 
-cdef inline void _enc_bit_select(Enc* e, Ctx* c, uint32_t bit, int mode) noexcept nogil:
-    # _enc_bit() without a branch on the bin: for bins near p = 1/2 (the sign)
-    cdef uint32_t a = c.a
-    cdef uint32_t b = c.b
-    cdef uint32_t bound
-    cdef uint32_t mask
+cdef inline void _enc_bypass_bits(Enc* e, uint64_t v, int nbits, int mode) noexcept nogil:
+    # the low nbits of v as bypass bins, most significant first
     if mode == MODE_WRITE:
-        bound = (e.range >> 16) * (((a + b) >> (STATE_BITS + 1 - 16)) | 1u)
-        mask = 0u - bit
-        e.low += bound & mask
-        e.range = bound + ((e.range - bound - bound) & mask)
-        _update_ab(c, a, b, bit)
-        if unlikely(e.range < RANGE_TOP):
-            _enc_renorm(e)
+        while nbits > 0:
+            nbits -= 1
+            e.range >>= 1
+            e.low += e.range & (0u - <uint32_t> ((v >> nbits) & 1u))
+            if unlikely(e.range < RANGE_TOP):
+                _enc_renorm(e)
     else:
-        _enc_bit(e, c, bit, mode)
-
-
-cdef inline void _enc_bypass(Enc* e, uint32_t bit, int mode) noexcept nogil:
-    if mode == MODE_WRITE:
-        e.range >>= 1
-        e.low += e.range & (0u - bit)     # a select: bypass bins are coin flips
-        while e.range < RANGE_TOP:
-            e.range <<= 8
-            _shift_low(e)
-    else:
-        e.bypass_bins += 1
-        e.bits += 1.0
-
-
-cdef inline void _enc_eg(Enc* e, uint64_t v, int k, int mode) noexcept nogil:
-    while v >= (<uint64_t> 1 << k):
-        _enc_bypass(e, 1, mode)
-        v -= (<uint64_t> 1 << k)
-        k += 1
-    _enc_bypass(e, 0, mode)
-    while k > 0:
-        k -= 1
-        _enc_bypass(e, <uint32_t> ((v >> k) & 1), mode)
+        # one bit at a time, as the reference adds them (same rounding)
+        while nbits > 0:
+            nbits -= 1
+            e.bypass_bins += 1
+            e.bits += 1.0
 
 
 cdef inline uint32_t _mag(int32_t q) noexcept nogil:
@@ -263,103 +270,114 @@ cdef inline uint32_t _mag(int32_t q) noexcept nogil:
     return <uint32_t> q
 
 
-cdef inline int _sig_ctx(int32_t prev, int32_t prev2, uint32_t above_mag) noexcept nogil:
-    cdef int cp = 0 if prev == 0 else (1 if prev < 0 else 2)
-    cdef int ca = 2 if above_mag > 1 else <int> above_mag
-    return (cp * 2 + (prev2 != 0)) * 3 + ca
+cdef inline uint32_t _sign_class(int32_t x) noexcept nogil:
+    # 0 zero, 1 negative, 2 positive
+    return <uint32_t> (x != 0) + <uint32_t> (x > 0)
 
 
-cdef inline int _sign_ctx(int32_t prev, int32_t above) noexcept nogil:
-    cdef int cp = 0 if prev == 0 else (1 if prev < 0 else 2)
-    cdef int ca = 0 if above == 0 else (1 if above < 0 else 2)
-    return cp * 3 + ca
+cdef inline uint32_t _sig_ctx(int32_t prev, uint32_t above_mag, uint64_t ew) noexcept nogil:
+    # previous level zero or not, |above| (0, 1, >= 2), ew / 4 (0, 1, 2, >= 3)
+    return ((<uint32_t> (prev != 0)) * 3 + (above_mag if above_mag < 2 else 2)) * 4 + \
+        <uint32_t> (ew >> 2 if ew < 12 else 3)
 
 
-cdef inline int _gt_class(uint64_t act, uint32_t k) noexcept nogil:
-    # local activity against the threshold being tested
-    if act < k:
-        return 0
-    if act <= 2 * k:
-        return 1
-    return 2
+cdef inline uint32_t _mag_class(uint64_t s, uint64_t t) noexcept nogil:
+    # activity s against the magnitude t a bin tests: 0 if s < 1.5 t,
+    # 1 if 1.5 t <= s <= 3 t, 2 if s > 3 t
+    return <uint32_t> (2 * s >= 3 * t) + <uint32_t> (s > 3 * t)
 
 
-# _gt_class(act, k) * sizeof(Ctx) for act = 0..GT_ACT_CAP (act >= 2 * MAX_K + 1 all
-# give class 2) and k = 0..MAX_K: a byte offset added to the context pointer.
-cdef enum:
-    GT_ACT_CAP = 2 * MAX_K + 1
-cdef uint8_t GT_CLASS_OFFSET[GT_ACT_CAP + 1][MAX_K + 1]
-for _i in range(GT_ACT_CAP + 1):
-    for _w in range(MAX_K + 1):
-        GT_CLASS_OFFSET[_i][_w] = <uint8_t> (_gt_class(_i, _w) * sizeof(Ctx))
+cdef inline void _code_remainder(Enc* e, uint64_t r, int E, int K, uint64_t s,
+                                 Ctx* pre_ctx, Ctx* suf_ctx, int mode, Rates rt) noexcept nogil:
+    # r = |q| - K - 1 >= 0: Exp-Golomb classes of order E with context-coded
+    # prefix bins, the top two offset bits context coded, the rest bypass
+    cdef int ek = E
+    cdef uint32_t j = 0
+    cdef uint64_t t = <uint64_t> K + 1 + (<uint64_t> 1 << E)   # the magnitude prefix bin j tests
+    cdef uint32_t b1, b2
+    cdef Ctx* sc
+    while r >= (<uint64_t> 1 << ek):
+        _enc_bit(e, pre_ctx + (j * N_MAG_CLASSES + _mag_class(s, t)), 1, mode, rt)
+        r -= (<uint64_t> 1 << ek)
+        ek += 1
+        if j < N_POS - 1:
+            j += 1
+        t += (<uint64_t> 1 << ek)
+        if t > THRESHOLD_CAP:
+            t = THRESHOLD_CAP
+    _enc_bit(e, pre_ctx + (j * N_MAG_CLASSES + _mag_class(s, t)), 0, mode, rt)
+    if ek > 0:
+        sc = suf_ctx + j * 3
+        b1 = <uint32_t> ((r >> (ek - 1)) & 1)
+        _enc_bit(e, sc, b1, mode, rt)
+        if ek > 1:
+            b2 = <uint32_t> ((r >> (ek - 2)) & 1)
+            _enc_bit(e, sc + 1 + b1, b2, mode, rt)
+            _enc_bypass_bits(e, r, ek - 2, mode)
 
 
 cdef inline void _code_levels(const int32_t* lv, Py_ssize_t n, Py_ssize_t row,
-                              int K, int eg_k, Ctx* ctx, Enc* ep, int mode) noexcept nogil:
+                              int K, int E, Rates rt, Ctx* ctx, Enc* ep, int mode) noexcept nogil:
     cdef Ctx* sig_ctx = ctx
     cdef Ctx* sign_ctx = ctx + N_SIG_CTX
     cdef Ctx* gt_ctx = ctx + N_SIG_CTX + N_SIGN_CTX
+    cdef Ctx* pre_ctx = gt_ctx + K * N_MAG_CLASSES
+    cdef Ctx* suf_ctx = pre_ctx + N_PREFIX_CTX
     cdef Ctx* c
-    cdef const uint8_t* cls
-    cdef const uint8_t* cls_end
     cdef int32_t prev = 0
     cdef int32_t above = 0
     cdef int32_t q
-    cdef uint32_t m, am, neg
-    cdef uint64_t act
+    cdef uint32_t m, am, pm = 0, neg, k, gt
+    cdef uint64_t ew = 0, s
     cdef Py_ssize_t i
+    cdef Py_ssize_t row_left = row
     cdef Enc el = ep[0]
     cdef Enc* e = &el
-    # prev_cls = 2 * sign class of prev (0 zero, 1 negative, 2 positive) + (prev2 != 0):
-    # _sig_ctx(prev, prev2, am) = prev_cls * 3 + min(am, 2) and
-    # _sign_ctx(prev, above) = (prev_cls >> 1) * 3 + sign class of above
-    cdef uint32_t prev_cls = 0
     cdef Py_ssize_t above_from = row if row > 0 else n
     for i in range(n):
+        if row > 0:
+            if row_left == 0:
+                ew = 0
+                row_left = row
+            row_left -= 1
         q = lv[i]
         if i >= above_from:
             above = lv[i - row]
         am = _mag(above)
-        c = sig_ctx + (prev_cls * 3 + (am if am < 2 else 2))
-        if q == 0:
-            _enc_bit(e, c, 0, mode)
-            prev_cls = prev_cls >= 2
-        else:
-            _enc_bit(e, c, 1, mode)
+        s = (ew >> 2) + am + pm
+        m = _mag(q)
+        _enc_bit(e, sig_ctx + _sig_ctx(prev, am, ew), q != 0, mode, rt)
+        if q != 0:
             neg = q < 0
-            m = _mag(q)
-            _enc_bit_select(e, sign_ctx + ((prev_cls >> 1) * 3 + <uint32_t> (above != 0) + <uint32_t> (above > 0)),
-                            neg, mode)
-            prev_cls = 4 - 2 * neg + (prev_cls >= 2)
-            # gt_k = 1 for k = 1..min(m - 1, K), then gt_m = 0 if m <= K;
-            # cls[k] = _gt_class(act, k) * sizeof(Ctx)
-            act = <uint64_t> _mag(prev) + am
-            cls = GT_CLASS_OFFSET[act if act < GT_ACT_CAP else GT_ACT_CAP] + 1
-            cls_end = cls + (m - 1 if m <= <uint32_t> K else <uint32_t> K)
-            c = gt_ctx + neg * 3
-            while cls != cls_end:
-                _enc_bit(e, <Ctx*> (<char*> c + cls[0]), 1, mode)
-                cls += 1
-                c += N_GT_CLASSES
-            if m <= <uint32_t> K:
-                _enc_bit(e, <Ctx*> (<char*> c + cls[0]), 0, mode)
-            else:
-                _enc_eg(e, <uint64_t> m - <uint64_t> K - 1, eg_k, mode)
+            _enc_bit(e, sign_ctx + (_sign_class(prev) * 3 + _sign_class(above)), neg, mode, rt)
+            k = 1
+            c = gt_ctx
+            while k <= <uint32_t> K:
+                gt = m > k
+                _enc_bit(e, c + _mag_class(s, k), gt, mode, rt)
+                if not gt:
+                    break
+                k += 1
+                c += N_MAG_CLASSES
+            if m > <uint32_t> K:
+                _code_remainder(e, <uint64_t> m - <uint64_t> K - 1, E, K, s, pre_ctx, suf_ctx, mode, rt)
+        ew = ew + m - (ew >> 2)
+        pm = m
         prev = q
     ep[0] = el
 
 
-# Initial P(bin = 0) of the gt contexts for each K, 30-bit: floor((1 - 2**(-6/K)) * 2**30)
-# (fixed integers: part of the bitstream definition, formats/cabac-v1.md section 5)
-cdef uint32_t GT_PRIOR[MAX_K + 1]
-for _i, _v in enumerate([0, 1056964608, 939524096, 805306368, 694116761, 606368549, 536870912, 480988279, 435291115, 397326860, 365336408, 338040241, 314491699, 293978240, 275954714, 259997688, 245773691, 233016771, 221512373, 211085588, 201592454, 192913442, 184948507, 177613290, 170836173, 164555967, 158720090, 153283106, 148205554, 143453003, 138995274, 134805804, 130861124, 127140421, 123625172, 120298838, 117146609, 114155179, 111312564, 108607940, 106031508, 103574373, 101228444, 98986346, 96841339, 94787256, 92818439, 90929692, 89116230, 87373642, 85697857, 84085107, 82531904, 81035010, 79591421, 78198340, 76853163, 75553462, 74296970, 73081570, 71905277, 70766237, 69662706, 68593051, 67555737]):
-    GT_PRIOR[_i] = _v
+cdef inline void _prime(Ctx* c, uint32_t p256) noexcept nogil:
+    c.a = p256 << (STATE_BITS - 8)
+    c.b = p256 << (STATE_BITS - 8)
+    c.n = PRIMED_COUNT
 
 
-cdef Ctx* _new_contexts(int K) noexcept nogil:
-    cdef Py_ssize_t nctx = N_SIG_CTX + N_SIGN_CTX + K * N_GT_CLASSES
+cdef Ctx* _new_contexts(int K, int init) noexcept nogil:
+    cdef Py_ssize_t nctx = N_SIG_CTX + N_SIGN_CTX + K * N_MAG_CLASSES + N_PREFIX_CTX + N_SUFFIX_CTX
     cdef Ctx* ctx = <Ctx*> malloc(nctx * sizeof(Ctx))
-    cdef Py_ssize_t j
+    cdef Ctx* c
+    cdef Py_ssize_t j, k, pos
     if ctx != NULL:
         for j in range(nctx):
             ctx[j].a = STATE_INIT
@@ -368,31 +386,53 @@ cdef Ctx* _new_contexts(int K) noexcept nogil:
         # signs are close to fair coins: start as if 31 bins had been seen
         for j in range(N_SIG_CTX, N_SIG_CTX + N_SIGN_CTX):
             ctx[j].n = PRIOR_COUNT
-        # K leaves about 1/64 of the non-zero levels above it: under a geometric
-        # prior each flag |q| > k is 1 with probability 2**(-6/K)
-        for j in range(N_SIG_CTX + N_SIGN_CTX, nctx):
-            ctx[j].a = GT_PRIOR[K]
-            ctx[j].b = GT_PRIOR[K]
-            ctx[j].n = PRIOR_COUNT
+        if init == 1:
+            for j in range(N_SIG_CTX):
+                _prime(ctx + j, SIG_PRIOR[j])
+            c = ctx + N_SIG_CTX + N_SIGN_CTX
+            for k in range(K):
+                for j in range(N_MAG_CLASSES):
+                    _prime(c + k * N_MAG_CLASSES + j, GT_PRIOR[k if k < 1 else 1][j])
+            c += K * N_MAG_CLASSES
+            for pos in range(N_POS):
+                for j in range(N_MAG_CLASSES):
+                    _prime(c + pos * N_MAG_CLASSES + j, PREFIX_PRIOR[pos if pos < 3 else 3][j])
+            c += N_PREFIX_CTX
+            for pos in range(N_POS):
+                for j in range(3):
+                    _prime(c + pos * 3 + j, SUFFIX_PRIOR[pos if pos < 4 else 4][j])
     return ctx
 
 
-def _check_params(int K, int eg_k, Py_ssize_t row):
+cdef Rates _rates(int rates):
+    cdef Rates r
+    r.fast = <uint32_t> (rates & 15)
+    r.slow = <uint32_t> (rates >> 4)
+    return r
+
+
+def _check_params(int K, int eg_k, Py_ssize_t row, int rates, int init):
+    if init < 0 or init > 1:
+        raise ValueError(f"context initialization must be 0 or 1, got {init}")
     if K < 0 or K > MAX_K:
         raise ValueError(f"K must be in 0..{MAX_K}, got {K}")
     if eg_k < 0 or eg_k > MAX_EG_ORDER:
         raise ValueError(f"Exp-Golomb order must be in 0..{MAX_EG_ORDER}, got {eg_k}")
     if row < 0:
         raise ValueError("row length must be >= 0")
+    if not (MIN_FAST <= (rates & 15) <= MAX_FAST and MIN_SLOW <= (rates >> 4) <= MAX_SLOW):
+        raise ValueError(f"rates must be fast | slow << 4 with fast in {MIN_FAST}..{MAX_FAST} and "
+                         f"slow in {MIN_SLOW}..{MAX_SLOW}, got {rates:#x}")
 
 
-def encode(const int32_t[::1] levels, int K, int eg_k, Py_ssize_t row_length):
+def encode(const int32_t[::1] levels, int K, int eg_k, Py_ssize_t row_length, int rates, int init):
     """Arithmetic-code ``levels``; returns the coded body as bytes."""
-    _check_params(K, eg_k, row_length)
+    _check_params(K, eg_k, row_length, rates, init)
     cdef Py_ssize_t n = levels.shape[0]
     cdef Enc e
     cdef int j
-    cdef Ctx* ctx = _new_contexts(K)
+    cdef Rates rt = _rates(rates)
+    cdef Ctx* ctx = _new_contexts(K, init)
     if ctx == NULL:
         raise MemoryError()
     e.low = 0
@@ -409,8 +449,12 @@ def encode(const int32_t[::1] levels, int K, int eg_k, Py_ssize_t row_length):
         raise MemoryError()
     with nogil:
         if n > 0:
-            _code_levels(&levels[0], n, row_length, K, eg_k, ctx, &e, MODE_WRITE)
-        for j in range(5):
+            _code_levels(&levels[0], n, row_length, K, eg_k, rt, ctx, &e, MODE_WRITE)
+        # flush: any value in [low, low + range) identifies the last interval;
+        # low rounded up to a multiple of 2**24 is one (range >= 2**24), and its
+        # bytes after the top one are zeros, which the decoder reads past the end
+        e.low = (e.low + LOW24_MASK) & ~LOW24_MASK
+        for j in range(2):
             _shift_low(&e)
     free(ctx)
     try:
@@ -421,7 +465,8 @@ def encode(const int32_t[::1] levels, int K, int eg_k, Py_ssize_t row_length):
         free(e.buf)
 
 
-def cost(const int32_t[::1] levels, int K, int eg_k, Py_ssize_t row_length, bint exact=False):
+def cost(const int32_t[::1] levels, int K, int eg_k, Py_ssize_t row_length, int rates, int init,
+         bint exact=False):
     """Cost of coding ``levels`` under the adaptive model, without coding.
 
     Returns (bits, context_bins, bypass_bins). ``bits`` is the ideal code
@@ -429,10 +474,11 @@ def cost(const int32_t[::1] levels, int K, int eg_k, Py_ssize_t row_length, bint
     bin; ``exact=False`` uses a 4096-entry table (|error| < 0.2%), ``exact=True``
     calls log2 for every bin.
     """
-    _check_params(K, eg_k, row_length)
+    _check_params(K, eg_k, row_length, rates, init)
     cdef Py_ssize_t n = levels.shape[0]
     cdef Enc e
-    cdef Ctx* ctx = _new_contexts(K)
+    cdef Rates rt = _rates(rates)
+    cdef Ctx* ctx = _new_contexts(K, init)
     if ctx == NULL:
         raise MemoryError()
     e.bits = 0.0
@@ -441,9 +487,9 @@ def cost(const int32_t[::1] levels, int K, int eg_k, Py_ssize_t row_length, bint
     with nogil:
         if n > 0:
             if exact:
-                _code_levels(&levels[0], n, row_length, K, eg_k, ctx, &e, MODE_COST_EXACT)
+                _code_levels(&levels[0], n, row_length, K, eg_k, rt, ctx, &e, MODE_COST_EXACT)
             else:
-                _code_levels(&levels[0], n, row_length, K, eg_k, ctx, &e, MODE_COST_FAST)
+                _code_levels(&levels[0], n, row_length, K, eg_k, rt, ctx, &e, MODE_COST_FAST)
     free(ctx)
     return e.bits, e.ctx_bins, e.bypass_bins
 
@@ -465,128 +511,130 @@ cdef inline uint32_t _next_byte(Dec* d) noexcept nogil:
 
 
 cdef inline void _dec_renorm(Dec* d) noexcept nogil:
-    # rare (about one bin in twelve): callers test the range first
+    # rare: callers test the range first
     while d.range < RANGE_TOP:
         d.range <<= 8
         d.code = (d.code << 8) | _next_byte(d)
 
 
-cdef inline uint32_t _dec_bit_select(Dec* d, Ctx* c) noexcept nogil:
-    # one context-coded bin, decoded without a branch on its value (the sign
-    # is a coin flip); the other bins are spelled out in _decode_levels
+cdef inline uint32_t _dec_bit(Dec* d, Ctx* c, Rates rt) noexcept nogil:
+    # one context-coded bin, decoded without a branch on its value
     cdef uint32_t a = c.a
     cdef uint32_t b = c.b
     cdef uint32_t bound = (d.range >> 16) * (((a + b) >> (STATE_BITS + 1 - 16)) | 1u)
-    cdef uint32_t mask = 0u - <uint32_t> (d.code >= bound)
+    cdef uint32_t bit = d.code >= bound
+    cdef uint32_t mask = 0u - bit
     d.code -= bound & mask
     d.range = bound + ((d.range - bound - bound) & mask)
-    _update_ab(c, a, b, mask & 1u)
+    _update_ab(c, a, b, bit, rt)
     if unlikely(d.range < RANGE_TOP):
-        _dec_renorm(d)
-    return mask & 1u
-
-
-cdef inline uint32_t _dec_bypass(Dec* d) noexcept nogil:
-    cdef uint32_t rng = d.range >> 1
-    cdef uint32_t code = d.code
-    cdef uint32_t bit = code >= rng
-    # a select, not a branch: bypass bins are coin flips
-    d.code = code - (rng & (0u - bit))
-    d.range = rng
-    if unlikely(rng < RANGE_TOP):
         _dec_renorm(d)
     return bit
 
 
+cdef inline uint32_t _dec_bit_br(Dec* d, Ctx* c, Rates rt) noexcept nogil:
+    # one context-coded bin, decoded with a branch on its value: for skewed
+    # bins (significance, greater-than, prefix), whose branches predict well
+    cdef uint32_t a = c.a
+    cdef uint32_t b = c.b
+    cdef uint32_t bound = (d.range >> 16) * (((a + b) >> (STATE_BITS + 1 - 16)) | 1u)
+    if d.code < bound:
+        d.range = bound
+        _update_ab(c, a, b, 0, rt)
+        if unlikely(d.range < RANGE_TOP):
+            _dec_renorm(d)
+        return 0
+    d.code -= bound
+    d.range -= bound
+    _update_ab(c, a, b, 1, rt)
+    if unlikely(d.range < RANGE_TOP):
+        _dec_renorm(d)
+    return 1
+
+
+cdef inline uint64_t _dec_bypass_bits(Dec* d, int nbits) noexcept nogil:
+    cdef uint64_t v = 0
+    cdef uint32_t rng, bit
+    while nbits > 0:
+        nbits -= 1
+        rng = d.range >> 1
+        bit = d.code >= rng
+        d.code -= rng & (0u - bit)
+        d.range = rng
+        v = (v << 1) | bit
+        if unlikely(rng < RANGE_TOP):
+            _dec_renorm(d)
+    return v
+
+
 cdef int _decode_levels(Dec* dp, int32_t* out, Py_ssize_t n, Py_ssize_t row,
-                        int K, int eg_k, Ctx* ctx) noexcept nogil:
+                        int K, int E, Rates rt, Ctx* ctx) noexcept nogil:
     cdef Ctx* sig_ctx = ctx
     cdef Ctx* sign_ctx = ctx + N_SIG_CTX
     cdef Ctx* gt_ctx = ctx + N_SIG_CTX + N_SIGN_CTX
+    cdef Ctx* pre_ctx = gt_ctx + K * N_MAG_CLASSES
+    cdef Ctx* suf_ctx = pre_ctx + N_PREFIX_CTX
     cdef Ctx* c
-    cdef Ctx* cc
-    cdef const uint8_t* cls_row
-    cdef const uint8_t* cls
-    cdef const uint8_t* cls_end
+    cdef Ctx* sc
     cdef int32_t prev = 0
     cdef int32_t above = 0
     cdef int32_t q
-    cdef uint32_t am, neg, a, b, bound
-    cdef uint64_t act
-    cdef uint64_t m, v
-    cdef int ek, j
+    cdef uint32_t am, pm = 0, neg, k, j, b1, b2
+    cdef uint64_t ew = 0, s, m, r, t
+    cdef int ek
     cdef Py_ssize_t i
+    cdef Py_ssize_t row_left = row
     # work on a local copy so the compiler can keep the coder state in registers
     cdef Dec dl = dp[0]
     cdef Dec* d = &dl
-    # prev_cls = 2 * sign class of prev (0 zero, 1 negative, 2 positive) + (prev2 != 0):
-    # _sig_ctx(prev, prev2, am) = prev_cls * 3 + min(am, 2) and
-    # _sign_ctx(prev, above) = (prev_cls >> 1) * 3 + sign class of above
-    cdef uint32_t prev_cls = 0
     cdef Py_ssize_t above_from = row if row > 0 else n
     for i in range(n):
+        if row > 0:
+            if row_left == 0:
+                ew = 0
+                row_left = row
+            row_left -= 1
         if i >= above_from:
             above = out[i - row]
         am = _mag(above)
+        s = (ew >> 2) + am + pm
         q = 0
-        cc = sig_ctx + (prev_cls * 3 + (am if am < 2 else 2))
-        a = cc.a
-        b = cc.b
-        bound = (d.range >> 16) * (((a + b) >> (STATE_BITS + 1 - 16)) | 1u)
-        if d.code < bound:
-            # q == 0
-            d.range = bound
-            _update_ab(cc, a, b, 0)
-            if unlikely(d.range < RANGE_TOP):
-                _dec_renorm(d)
-            prev_cls = prev_cls >= 2
-        else:
-            d.code -= bound
-            d.range -= bound
-            _update_ab(cc, a, b, 1)
-            if unlikely(d.range < RANGE_TOP):
-                _dec_renorm(d)
-            neg = _dec_bit_select(d, sign_ctx + ((prev_cls >> 1) * 3 + <uint32_t> (above != 0) + <uint32_t> (above > 0)))
-            prev_cls = 4 - 2 * neg + (prev_cls >= 2)
-            # gt_k for k = 1..K; cls[k] = _gt_class(act, k) * sizeof(Ctx)
-            act = <uint64_t> _mag(prev) + am
-            cls_row = GT_CLASS_OFFSET[act if act < GT_ACT_CAP else GT_ACT_CAP]
-            cls = cls_row + 1
-            cls_end = cls + K
-            c = gt_ctx + neg * 3
-            while cls != cls_end:
-                # the bin's branch is also the loop's exit
-                cc = <Ctx*> (<char*> c + cls[0])
-                a = cc.a
-                b = cc.b
-                bound = (d.range >> 16) * (((a + b) >> (STATE_BITS + 1 - 16)) | 1u)
-                if d.code >= bound:
-                    d.code -= bound
-                    d.range -= bound
-                    _update_ab(cc, a, b, 1)
-                    if unlikely(d.range < RANGE_TOP):
-                        _dec_renorm(d)
-                    cls += 1
-                    c += N_GT_CLASSES
-                else:
-                    d.range = bound
-                    _update_ab(cc, a, b, 0)
-                    if unlikely(d.range < RANGE_TOP):
-                        _dec_renorm(d)
+        m = 0
+        if _dec_bit_br(d, sig_ctx + _sig_ctx(prev, am, ew), rt):
+            neg = _dec_bit(d, sign_ctx + (_sign_class(prev) * 3 + _sign_class(above)), rt)
+            k = 1
+            c = gt_ctx
+            while k <= <uint32_t> K:
+                if not _dec_bit_br(d, c + _mag_class(s, k), rt):
                     break
-            m = <uint64_t> (cls - cls_row)        # k: the first gt_k that was 0, or K + 1
-            if unlikely(cls == cls_end):
-                ek = eg_k
-                v = 0
-                while _dec_bypass(d):
-                    v += (<uint64_t> 1 << ek)
+                k += 1
+                c += N_MAG_CLASSES
+            m = k            # the first k whose flag was 0, or K + 1
+            if k > <uint32_t> K:
+                ek = E
+                j = 0
+                r = 0
+                t = <uint64_t> K + 1 + (<uint64_t> 1 << E)
+                while _dec_bit_br(d, pre_ctx + (j * N_MAG_CLASSES + _mag_class(s, t)), rt):
+                    r += (<uint64_t> 1 << ek)
                     ek += 1
-                    if ek > MAX_EG_PREFIX:
+                    if unlikely(ek > MAX_EG_PREFIX):
                         dp[0] = dl
                         return STATUS_BAD_ESCAPE
-                for j in range(ek - 1, -1, -1):
-                    v += (<uint64_t> _dec_bypass(d)) << j
-                m = <uint64_t> K + 1 + v
+                    if j < N_POS - 1:
+                        j += 1
+                    t += (<uint64_t> 1 << ek)
+                    if t > THRESHOLD_CAP:
+                        t = THRESHOLD_CAP
+                if ek > 0:
+                    sc = suf_ctx + j * 3
+                    b1 = _dec_bit(d, sc, rt)
+                    r += (<uint64_t> b1) << (ek - 1)
+                    if ek > 1:
+                        b2 = _dec_bit(d, sc + 1 + b1, rt)
+                        r += (<uint64_t> b2) << (ek - 2)
+                        r += _dec_bypass_bits(d, ek - 2)
+                m = <uint64_t> K + 1 + r
             if neg:
                 if m > 2147483648ULL:
                     dp[0] = dl
@@ -602,22 +650,26 @@ cdef int _decode_levels(Dec* dp, int32_t* out, Py_ssize_t n, Py_ssize_t row,
                 dp[0] = dl
                 return STATUS_TRUNCATED
         out[i] = q
+        ew = ew + m - (ew >> 2)
+        pm = <uint32_t> m
         prev = q
     dp[0] = dl
     return STATUS_OK
 
 
-def decode_into(const uint8_t[::1] data, int32_t[::1] out, int K, int eg_k, Py_ssize_t row_length):
+def decode_into(const uint8_t[::1] data, int32_t[::1] out, int K, int eg_k, Py_ssize_t row_length,
+                int rates, int init):
     """Decode ``out.shape[0]`` levels from the coded body ``data`` into ``out``.
 
     Returns a status code (0 = ok). The whole body must be consumed exactly.
     """
-    _check_params(K, eg_k, row_length)
+    _check_params(K, eg_k, row_length, rates, init)
     cdef Dec d
     cdef int status
     cdef int j
     cdef Py_ssize_t n = out.shape[0]
-    cdef Ctx* ctx = _new_contexts(K)
+    cdef Rates rt = _rates(rates)
+    cdef Ctx* ctx = _new_contexts(K, init)
     if ctx == NULL:
         return STATUS_NO_MEMORY
     d.n = data.shape[0]
@@ -630,13 +682,13 @@ def decode_into(const uint8_t[::1] data, int32_t[::1] out, int K, int eg_k, Py_s
             d.code = (d.code << 8) | _next_byte(&d)
         status = STATUS_OK
         if n > 0:
-            status = _decode_levels(&d, &out[0], n, row_length, K, eg_k, ctx)
+            status = _decode_levels(&d, &out[0], n, row_length, K, eg_k, rt, ctx)
     free(ctx)
     if status != STATUS_OK:
         return status
-    if d.pos > d.n:
+    if d.pos > d.n + FLUSH_SLACK:
         return STATUS_TRUNCATED
-    if d.pos < d.n:
+    if d.pos < d.n + FLUSH_SLACK:
         return STATUS_TRAILING
     if d.code >= d.range:
         return STATUS_BAD_STATE

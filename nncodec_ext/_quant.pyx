@@ -43,3 +43,29 @@ def quantize_into(const real[::1] w, double step, int32_t[::1] out):
                 q = -2147483648.0
             out[i] = <int32_t> q
     return m
+
+
+def dequantize_into(const int32_t[::1] levels, double step, float[::1] out):
+    """out = float32(double(level) * step): the level times the step in double
+    precision, rounded to float32 by a C cast, as numpy's
+    ``(levels.astype(float64) * step).astype(float32)`` in one pass."""
+    cdef Py_ssize_t i, n = levels.shape[0]
+    if out.shape[0] != n:
+        raise ValueError("output length differs from input length")
+    with nogil:
+        for i in range(n):
+            out[i] = <float> (<double> levels[i] * step)
+
+
+def sq_error_f32(const real[::1] w, double step):
+    """Like sq_error, but the reconstruction is rounded to binary32 as a float32 tensor is
+    stored: (sum of w**2, sum of (w - float32(rint(w / step) * step))**2)."""
+    cdef Py_ssize_t i, n = w.shape[0]
+    cdef double x, e, sig = 0.0, err = 0.0
+    with nogil:
+        for i in range(n):
+            x = <double> w[i]
+            e = x - <double> (<float> (rint(x / step) * step))
+            sig += x * x
+            err += e * e
+    return sig, err

@@ -228,3 +228,20 @@ def test_unsigned_integers_are_exact():
     for k, v in t.items():
         assert out[k].dtype == v.dtype
         np.testing.assert_array_equal(out[k], v)
+
+
+def test_compiled_dequantization_rounds_as_numpy():
+    # decode uses a one-pass loop for float32 uniform tensors; it must round
+    # exactly as (levels.astype(float64) * step).astype(float32), overflow and
+    # subnormals included
+    from nncodec_ext import _quant
+
+    rng = np.random.default_rng(11)
+    q = rng.integers(-2**31, 2**31, 20000, dtype=np.int64).astype(np.int32)
+    q[:6] = [0, 1, -1, 2**31 - 1, -2**31, 3]
+    for step in (2.0**-6, 0.1, 3.7e-5, 1e30, 2.5e38, 1e-40):
+        out = np.empty(q.size, np.float32)
+        _quant.dequantize_into(q, step, out)
+        with np.errstate(over="ignore"):
+            ref = (q.astype(np.float64) * step).astype(np.float32)
+        assert np.array_equal(out.view(np.uint32), ref.view(np.uint32))

@@ -10,7 +10,7 @@ from hypothesis import given, strategies as st
 from hypothesis.extra import numpy as hnp
 
 from nncodec.entropy import cabac, cabac_ref
-from nncodec.errors import FormatError, NNCodecError, TruncatedError
+from nncodec.errors import FormatError, NNCodecError, TruncatedError, VersionError
 from nncodec_ext import _cabac
 
 I32_MIN, I32_MAX = -(2**31), 2**31 - 1
@@ -35,21 +35,25 @@ def test_roundtrip_any_int32(x, row):
     roundtrip(x, row_length=row)
 
 
-@given(level_arrays, st.integers(0, 64), st.integers(0, 31), st.integers(0, 40))
-def test_compiled_and_reference_write_identical_bytes(x, K, E, row):
-    compiled = _cabac.encode(x, K, E, row)
-    reference = cabac_ref.encode(x, K, E, row)
+rates_bytes = st.builds(lambda f, s: f | (s << 4), st.integers(1, 8), st.integers(4, 11))
+
+
+@given(level_arrays, st.integers(0, 7), st.integers(0, 31), st.integers(0, 40), rates_bytes,
+       st.integers(0, 1))
+def test_compiled_and_reference_write_identical_bytes(x, K, E, row, rates, init):
+    compiled = _cabac.encode(x, K, E, row, rates, init)
+    reference = cabac_ref.encode(x, K, E, row, rates, init)
     assert compiled == reference
     # each decodes the other's bytes
     out = np.empty(x.size, np.int32)
-    assert cabac_ref.decode_into(np.frombuffer(compiled, np.uint8), out, K, E, row) == 0
+    assert cabac_ref.decode_into(np.frombuffer(compiled, np.uint8), out, K, E, row, rates, init) == 0
     np.testing.assert_array_equal(out, x)
     out2 = np.full(x.size, 7, np.int32)
-    assert _cabac.decode_into(np.frombuffer(reference, np.uint8), out2, K, E, row) == 0
+    assert _cabac.decode_into(np.frombuffer(reference, np.uint8), out2, K, E, row, rates, init) == 0
     np.testing.assert_array_equal(out2, x)
     # the cost model and the parameter statistics agree too
-    assert _cabac.cost(x, K, E, row, True) == cabac_ref.cost(x, K, E, row, True)
-    assert _cabac.cost(x, K, E, row, False) == cabac_ref.cost(x, K, E, row, False)
+    assert _cabac.cost(x, K, E, row, rates, init, True) == cabac_ref.cost(x, K, E, row, rates, init, True)
+    assert _cabac.cost(x, K, E, row, rates, init, False) == cabac_ref.cost(x, K, E, row, rates, init, False)
     np.testing.assert_array_equal(_cabac.magnitude_histogram(x, K), cabac_ref.magnitude_histogram(x, K))
     np.testing.assert_array_equal(_cabac.remainder_histogram(x, K), cabac_ref.remainder_histogram(x, K))
 
@@ -91,8 +95,8 @@ def test_pure_python_mode_writes_the_same_payload(x, row):
 def test_edge_cases_roundtrip_and_match_reference(x):
     data = roundtrip(x)
     if x.size <= 2000:
-        K, E, row, pos = cabac.parse_header(data)
-        assert cabac_ref.encode(x, K, E, row) == data[pos:]
+        K, E, (fast, slow), init, row, pos = cabac.parse_header_full(data)
+        assert cabac_ref.encode(x, K, E, row, fast | slow << 4, init) == data[pos:]
 
 
 def test_all_zeros_cost_almost_nothing():
@@ -100,23 +104,35 @@ def test_all_zeros_cost_almost_nothing():
     assert len(data) < 200  # far below one bit per level
 
 
-@pytest.mark.parametrize("K", [0, 1, 7, 64])
+@pytest.mark.parametrize("K", [0, 1, 3, 7])
 @pytest.mark.parametrize("E", [0, 3, 31])
-def test_explicit_parameters(K, E):
+@pytest.mark.parametrize("rates,init", [((1, 4), 0), ((8, 11), 1), ((3, 7), 1)])
+def test_explicit_parameters(K, E, rates, init):
     rng = np.random.default_rng(K * 100 + E)
     x = np.round(rng.laplace(0, 5, 5000)).astype(np.int32)
-    data = roundtrip(x, K=K, eg_order=E, row_length=50)
+    data = roundtrip(x, K=K, eg_order=E, row_length=50, rates=rates, init=init)
     assert cabac.parse_header(data)[:3] == (K, E, 50)
+    assert cabac.parse_header_full(data)[:5] == (K, E, rates, init, 50)
 
 
 def test_bad_parameters_are_rejected():
     x = np.arange(10, dtype=np.int32)
     with pytest.raises(ValueError):
-        cabac.encode(x, K=65)
+        cabac.encode(x, K=8)
     with pytest.raises(ValueError):
         cabac.encode(x, eg_order=32)
     with pytest.raises(ValueError):
         cabac.encode(x, row_length=-1)
+    with pytest.raises(ValueError):
+        cabac.encode(x, rates=(0, 4))
+    with pytest.raises(ValueError):
+        cabac.encode(x, rates=(4, 12))
+    with pytest.raises(ValueError):
+        cabac.encode(x, rates=(9, 9))
+    with pytest.raises(ValueError):
+        cabac.encode(x, rates=(4, 3))
+    with pytest.raises(ValueError):
+        cabac.encode(x, init=2)
     with pytest.raises(TypeError):
         cabac.encode(np.ones(3, np.float32))
     with pytest.raises(ValueError):
@@ -127,11 +143,36 @@ def test_choose_params_follow_the_distribution():
     rng = np.random.default_rng(0)
     narrow = np.round(rng.laplace(0, 0.5, 20000)).astype(np.int32)
     wide = np.round(rng.laplace(0, 30, 20000)).astype(np.int32)
-    k_narrow, _ = cabac.choose_params(narrow)
-    k_wide, e_wide = cabac.choose_params(wide)
-    assert 1 <= k_narrow < k_wide <= cabac.MAX_K
-    assert e_wide >= 1
-    assert cabac.choose_params(np.zeros(10, np.int32)) == (1, 0)
+    k_n, e_narrow, _, _ = cabac.choose_params(narrow)
+    k_w, e_wide, rates, init = cabac.choose_params(wide)
+    assert k_n in cabac.K_CANDIDATES and k_w in cabac.K_CANDIDATES
+    assert e_narrow <= 1 < 4 <= e_wide  # the classes grow with the magnitudes
+    assert rates in cabac.RATE_CANDIDATES and init in (0, 1)
+    assert cabac.choose_params(np.zeros(10, np.int32)) == (1, 0, cabac.DEFAULT_RATES, 0)
+    # the chosen parameters cost no more than the others tried
+    best = cabac.cost_bits(wide, K=k_w, eg_order=e_wide, rates=rates, init=init)
+    assert best <= cabac.cost_bits(wide, K=k_w, eg_order=e_wide, rates=(5, 10), init=init) + 1e-6
+    assert cabac.cost_bits(wide) == best
+    # parameters given are kept
+    assert cabac.choose_params(wide, K=3, eg_order=2, rates=(6, 9), init=0) == (3, 2, (6, 9), 0)
+
+
+def test_stationary_and_drifting_data_pick_different_rates():
+    rng = np.random.default_rng(5)
+    stationary = np.round(rng.laplace(0, 4, 16000)).astype(np.int32)
+    # blocks of 200 levels at scales 2 or 40: the fast estimators follow the jumps
+    scale = np.repeat(rng.choice([2.0, 40.0], size=80), 200)
+    drifting = np.round(rng.laplace(0, 1, scale.size) * scale).astype(np.int32)
+    assert cabac.choose_params(stationary, 400)[2] == (8, 11)
+    assert cabac.choose_params(drifting, 0)[2][0] == 4  # the fastest fast shift tried
+
+
+def test_prior_tables_help_small_tensors():
+    # a small tensor of typical quantized weights codes smaller from the priors
+    rng = np.random.default_rng(6)
+    x = np.round(rng.laplace(0, 5, 600)).astype(np.int32)
+    assert cabac.cost_bits(x, row_length=60, init=1) < cabac.cost_bits(x, row_length=60, init=0)
+    assert cabac.choose_params(x, 60)[3] == 1
 
 
 def test_size_close_to_the_ideal_code_length():
@@ -179,7 +220,7 @@ def test_random_bytes_raise_only_format_errors(data, count):
 
 @given(st.binary(min_size=3, max_size=400), st.integers(0, 2000))
 def test_random_bodies_behind_a_valid_header(body, count):
-    header = bytes([1, body[0] % 65, body[1] % 32]) + bytes([body[2] % 128])
+    header = bytes([2, body[0], body[1] & 0x7F, body[2] % 128])
     _decode_or_error(header + body[3:], count)
 
 
@@ -217,33 +258,35 @@ def test_bit_flips_never_crash():
                 unnoticed.add(pos)
     # A flip changes the decoded levels or is reported, except in the final
     # flush bytes, whose low bits are slack of the arithmetic coder's last
-    # interval. (The payload carries no checksum: the container's CRC does.)
-    assert unnoticed <= set(range(len(data) - 4, len(data)))
+    # interval, and in the rates byte (offset 2): another valid adaptation
+    # speed can still decode the same levels, which is then not an error.
+    # (The payload carries no checksum: the container's CRC does.)
+    assert unnoticed <= {2} | set(range(len(data) - 2, len(data)))
 
 
 def test_errors_belong_to_the_project_hierarchy():
     with pytest.raises(NNCodecError):
         cabac.decode(b"", 10)
     with pytest.raises(TruncatedError):
-        cabac.decode(b"\x01\x05", 10)
+        cabac.decode(b"\x02\x05", 10)
+    with pytest.raises(VersionError):
+        cabac.decode(b"\x01\x05\x00\x00", 10)  # version 1 payloads are not read any more
+    with pytest.raises(VersionError):
+        cabac.decode(b"\x03\x05\x00\x55\x00", 10)  # unknown payload version
     with pytest.raises(FormatError):
-        cabac.decode(b"\x02\x05\x00\x00", 10)  # unknown payload version
-    with pytest.raises(FormatError):
-        cabac.decode(b"\x01\x99\x00\x00", 10)  # K too large
-    with pytest.raises(FormatError):
-        cabac.decode(b"\x01\x05\x40\x00", 10)  # Exp-Golomb order too large
+        cabac.decode(b"\x02\x05\x80\x00\x00", 10)  # reserved header bit set
 
 
 def test_garbage_that_escapes_forever_stops():
     # all-ones bodies drive every flag to 1 and the Exp-Golomb prefix to its limit
-    data = bytes([1, 1, 0, 0]) + b"\xff" * 64
+    data = bytes([2, 1, 0x34, 0]) + b"\xff" * 64
     with pytest.raises(FormatError):
         cabac.decode(data, 10)
 
 
 def test_decoding_allocates_no_more_than_the_declared_count():
     rng = np.random.default_rng(4)
-    junk = bytes([1, 64, 31]) + b"\xff\xff\xff\xff\x7f" + rng.bytes(5000)  # huge row length
+    junk = bytes([2, 0xFF, 0x3F]) + b"\xff\xff\xff\xff\x7f" + rng.bytes(5000)  # huge row length
     count = 10_000
     tracemalloc.start()
     try:

@@ -40,16 +40,20 @@ def _gf2_rank(M: np.ndarray) -> int:
 
 
 @pytest.fixture(scope="module")
-def model_nnc() -> bytes:
+def model_sd() -> dict:
     rng = np.random.default_rng(0)
-    sd = {"conv1.weight": rng.normal(0, 0.2, (8, 1, 3, 3)).astype(np.float32),
+    return {"conv1.weight": rng.normal(0, 0.2, (8, 1, 3, 3)).astype(np.float32),
           "conv1.bias": rng.normal(0.1, 0.05, 8).astype(np.float32),
           "conv2.weight": rng.normal(0, 0.1, (16, 8, 3, 3)).astype(np.float32),
           "conv2.bias": rng.normal(-0.1, 0.05, 16).astype(np.float32),
           "fc.weight": rng.normal(0.02, 0.05, (10, 256)).astype(np.float32),
           "fc.bias": rng.normal(0.3, 0.01, 10).astype(np.float32),
           "bn.num_batches_tracked": np.array(7, dtype=np.int64)}
-    return nncodec.encode(sd, target_snr=30)
+
+
+@pytest.fixture(scope="module")
+def model_nnc(model_sd) -> bytes:
+    return nncodec.encode(model_sd, target_snr=30)
 
 
 # ---- the standard's tables ------------------------------------------------------------------
@@ -118,14 +122,29 @@ def test_decoder_corrects_noise_and_flags_failures():
     assert (bits == cw).all() and (iters == 0).all()
 
 
-def test_compiled_decoder_matches_numpy_twin():
-    code = get_code(648, "2/3")
-    rng = np.random.default_rng(2)
-    cw = code.encode(rng.integers(0, 2, (6, code.k), dtype=np.uint8))
-    llr = np.clip(_bpsk_llr(cw, 2.0, 2 / 3, rng), -64, 64)
-    bits, iters = code.decode(llr, max_iter=8)
+@pytest.mark.parametrize("n,rate,frames,early,snr", [(648, "2/3", 6, True, 2.0), (1944, "1/2", 37, True, 1.6),
+                                                     (1296, "5/6", 20, False, 3.5), (648, "1/2", 17, True, 1.5)])
+def test_compiled_decoder_matches_numpy_twin(n, rate, frames, early, snr):
+    """The Cython decoder (16 frames per SIMD group) and the numpy twin do the same fixed-point
+    arithmetic: identical decisions and iteration counts, including frames that fail, frames
+    that converge early inside a group, and a partly filled last group."""
+    from nncodec.channel.ldpc import _ext, quantize_llr
+    if _ext is None:
+        pytest.skip("compiled extension not built")
+    code = get_code(n, rate)
+    num, den = map(int, rate.split("/"))
+    rng = np.random.default_rng(n + frames)
+    cw = code.encode(rng.integers(0, 2, (frames, code.k), dtype=np.uint8))
+    llr = _bpsk_llr(cw, snr, num / den, rng)
+    llr[0] *= 100.0  # saturates at the clip
+    bits, iters = code.decode(llr, max_iter=8, early_stop=early)
     b2, i2 = np.empty_like(bits), np.empty_like(iters)
-    code._decode_numpy(np.ascontiguousarray(llr), 8, np.float32(0.75), True, b2, i2)
+    code._decode_numpy(quantize_llr(llr), 8, 24576, early, b2, i2)
+    assert (b2 == bits).all() and (i2 == iters).all()
+    assert (iters > 0).any() and (iters < 0).any()  # both outcomes are exercised
+    # plain min-sum (alpha 1): messages reach the clamp without overflowing int16
+    bits, iters = code.decode(llr * 4, max_iter=8, alpha=1.0, early_stop=early)
+    code._decode_numpy(quantize_llr(llr * 4), 8, 32768, early, b2, i2)
     assert (b2 == bits).all() and (i2 == iters).all()
 
 
@@ -299,3 +318,67 @@ def test_cli(tmp_path, model_nnc):
     assert runner.invoke(transmit, [str(bad), "--snr", "6", "-o", str(tmp_path / "y.nnc")]).exit_code == 3
     res = runner.invoke(transmit, ["--help"])
     assert res.exit_code == 0 and "Examples" in res.output
+
+
+# ---- the budget API (fit_to_budget, send_nnc) -----------------------------------------------
+
+@pytest.mark.parametrize("mcs", ["bpsk-1/2", "qpsk-3/4", "16qam-1/2", "64qam-5/6"])
+def test_channel_use_accounting_matches_the_link(mcs):
+    from nncodec.channel import channel_uses_for, max_nnc_bytes
+    for nbytes in (1, 500, 4321):
+        uses = channel_uses_for(nbytes, mcs)
+        assert simulate_link(bytes(nbytes), mcs=mcs, snr_db=40.0).symbols == uses
+        assert max_nnc_bytes(uses, mcs) >= nbytes
+        assert channel_uses_for(max_nnc_bytes(uses, mcs) + 1, mcs) > uses  # tight
+    assert max_nnc_bytes(100, mcs) == 0
+
+
+def test_fit_to_budget(model_sd):
+    from nncodec.channel import BudgetError, fit_to_budget, max_nnc_bytes
+    budget = 16000
+    fits = {}
+    for mcs in ("bpsk-1/2", "qpsk-1/2", "16qam-1/2"):
+        fit = fit_to_budget(model_sd, budget, mcs, tol=0.1)
+        fits[mcs] = fit
+        assert fit.nnc_bytes == len(fit.data) <= fit.max_bytes == max_nnc_bytes(budget, mcs)
+        assert fit.channel_uses <= budget and fit.settings == {"target_snr": fit.value}
+        assert not fit.at_limit
+        # the search is tight: a setting finer by more than the tolerance does not fit
+        assert len(nncodec.encode(model_sd, target_snr=fit.value + 0.2)) > fit.max_bytes
+        assert nncodec.encode(model_sd, target_snr=fit.value) == fit.data
+    # a higher-rate MCS buys a finer quantization within the same channel uses
+    assert fits["bpsk-1/2"].value < fits["qpsk-1/2"].value < fits["16qam-1/2"].value
+    q = fit_to_budget(model_sd, budget, "qpsk-1/2", knob="qp")
+    assert q.nnc_bytes <= q.max_bytes and q.value == int(q.value)
+    assert len(nncodec.encode(model_sd, qp=q.value - 1)) > q.max_bytes
+    big = fit_to_budget(model_sd, 10 ** 6, "64qam-5/6")
+    assert big.at_limit and big.value == 60.0 and big.encodes == 1
+    with pytest.raises(BudgetError):
+        fit_to_budget(model_sd, 2000, "bpsk-1/2")      # one codeword: 109 bytes
+    with pytest.raises(ValueError):
+        fit_to_budget(model_sd, budget, "qpsk-1/2", target_snr=20)
+
+
+def test_send_nnc(model_nnc):
+    from nncodec.channel import send_nnc
+    rx = send_nnc(model_nnc, mcs="qpsk-1/2", snr_db=6.0, seed=0)
+    original = nncodec.decode(model_nnc)
+    assert rx.ok and rx.container == model_nnc and set(rx.tensors) == set(original)
+    assert all(np.array_equal(rx.tensors[k], original[k]) for k in original)
+    assert rx.stats["fer"] == 0 and rx.stats["tensors_damaged"] == 0 and rx.stats["error"] is None
+    assert rx.stats["channel_uses"] == rx.report.link.symbols
+    lost = send_nnc(model_nnc, mcs="qpsk-1/2", snr_db=-4.0, seed=0)
+    assert not lost.ok and lost.tensors is None and "header" in lost.stats["error"]
+    # near the cliff: some draws lose tensors; "zeros" replaces them, "fail" returns no model
+    seen = False
+    for seed in range(12):
+        z = send_nnc(model_nnc, mcs="qpsk-1/2", snr_db=2.0, block_length=648, seed=seed)
+        f = send_nnc(model_nnc, mcs="qpsk-1/2", snr_db=2.0, block_length=648, seed=seed, on_damage="fail")
+        assert z.stats == {**f.stats, "damaged": z.stats["damaged"], "error": z.stats["error"]} or not z.ok
+        if z.ok and z.stats["damaged"]:
+            seen = True
+            assert f.tensors is None and f.stats["error"]
+            assert all((z.tensors[k] == 0).all() for k in z.stats["damaged"])
+    assert seen
+    again = send_nnc(model_nnc, mcs="qpsk-1/2", snr_db=2.0, block_length=648, seed=3)
+    assert again.stats == send_nnc(model_nnc, mcs="qpsk-1/2", snr_db=2.0, block_length=648, seed=3).stats

@@ -811,4 +811,4 @@ def test_limits_can_be_lowered():
 def test_errors_belong_to_the_hierarchy():
     for error in (TruncatedError, ChecksumError, VersionError, LimitError):
         assert issubclass(error, FormatError) and issubclass(error, NNCodecError)
-    assert C.PREAMBLE_SIZE == 20 and C.MAGIC == MAGIC and C.FORMAT_VERSION == (1, 0)
+    assert C.PREAMBLE_SIZE == 20 and C.MAGIC == MAGIC and C.FORMAT_VERSION == (1, 1)

@@ -59,6 +59,17 @@ def test_reader_hands_back_layout_objects():
             assert ws.kind == "ws" and ws.nnz == int(np.count_nonzero(dense))
 
 
+def test_layout_of_a_pruned_tensor():
+    # a leading prune stage is informative only: the layout comes from the stage after it
+    w = (np.random.default_rng(2).standard_normal((16, 40)) * 0.05).astype(np.float32)
+    data = nncodec.encode({"w": w}, target_snr=30, prune=0.7, backend="cabac-auto")
+    dense = nncodec.decode(data)["w"]
+    with nncodec.open(data) as f:
+        obj = f.get_layout("w", "csr")
+        assert obj.nnz == int(np.count_nonzero(dense)) <= 0.3 * w.size + 1
+        np.testing.assert_allclose(obj.to_dense().dense_values(), dense, rtol=0, atol=1e-7)
+
+
 def test_backend_names_select_the_layout():
     m = np.arange(12, dtype=np.int32).reshape(3, 4) % 3
     for name, code in (("cabac-dense", 0), ("cabac-csr", 1), ("cabac-ws", 2)):

@@ -214,6 +214,11 @@ def test_analyze_command(digits, tmp_path):
     r = runner.invoke(analyze, [str(path)])
     assert r.exit_code == 0, r.output
     assert "total" in r.output and "3.weight" in r.output
+    nncodec.save_file(sd, str(tmp_path / "p.nnc"), target_snr=25, prune=0.8)
+    r = runner.invoke(analyze, [str(tmp_path / "p.nnc"), "--json"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.output)
+    assert len(rep["layers"]) == 4 and rep["nnz"] <= 0.21 * rep["weights"]
     r = runner.invoke(analyze, [str(path), "--prune", "0.5"])
     assert r.exit_code == 1
     r = runner.invoke(analyze, [str(tmp_path / "missing.nnc")])

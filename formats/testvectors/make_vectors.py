@@ -55,6 +55,9 @@ def vectors():
         "lossless": (small, dtypes, {"lossless": True}, {}),
         "edge_cases": (edge, {}, {"step": 0.125}, {"note": "zero-size, scalar, NaN/inf, wide ints"}),
         "empty_model": ({}, {}, {}, {"only": "metadata"}),
+        # dependent quantization with the rate term (format 1.1): float32, float16 and bfloat16
+        # weights, the step searched for 30 dB with the trellis in the loop
+        "dq_rdoq": (small, dtypes, {"target_snr": 30, "dq": True, "rdoq": True}, {"vector": "dq_rdoq"}),
     }
 
 

@@ -11,8 +11,9 @@ to a single cyclic shift, then a dual diagonal of identities): the first parity 
 (unshifted) sum of all block rows' information syndromes, the others follow row by row by
 back-substitution. Decoding is layered normalized min-sum (one layer per block row,
 normalization ``alpha`` = 0.75 by default) with an early stop when the syndrome is zero, in
-``nncodec_ext._ldpc``; ``NNCODEC_PURE_PYTHON=1`` selects a numpy twin that runs the same
-algorithm (slower; used by the tests as a cross-check).
+``nncodec_ext._ldpc``: 16-bit fixed point (LLRs in steps of 1/64, messages clamped to +-128),
+16 codewords side by side in SIMD lanes. ``NNCODEC_PURE_PYTHON=1`` selects a numpy twin that
+does the same integer arithmetic (same results, slower; the tests cross-check the two).
 """
 from __future__ import annotations
 
@@ -23,12 +24,16 @@ import numpy as np
 
 from .ldpc_tables import LIFTING, prototype
 
-__all__ = ["LDPCCode", "get_code", "CODE_RATES"]
+__all__ = ["LDPCCode", "get_code", "CODE_RATES", "quantize_llr"]
 
 CODE_RATES = ("1/2", "2/3", "3/4", "5/6")
 DEFAULT_ALPHA = 0.75
 DEFAULT_MAX_ITER = 20
 LLR_CLIP = 64.0
+#: fixed point of the decoder: LLR units per integer step is 1 / LLR_SCALE; posteriors and
+#: messages are clamped to +-MSG_MAX (= 128 LLR units)
+LLR_SCALE = 64
+MSG_MAX = 8191
 
 try:
     if os.environ.get("NNCODEC_PURE_PYTHON"):
@@ -144,12 +149,13 @@ class LDPCCode:
 
     def decode(self, llr: np.ndarray, max_iter: int = DEFAULT_MAX_ITER, alpha: float = DEFAULT_ALPHA,
                early_stop: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        """Layered normalized min-sum decoding.
+        """Layered normalized min-sum decoding in 16-bit fixed point.
 
         ``llr``: (frames, n) or (n,) log-likelihood ratios log P(b=0)/P(b=1) (positive means 0),
-        clipped to +-64. Returns (hard decisions (frames, n) uint8, iterations (frames,) int32);
-        an iteration count is negative when the syndrome is still not zero after ``max_iter``
-        (a detected decoding failure)."""
+        clipped to +-64 and rounded to multiples of 1/64 (:func:`quantize_llr`). Returns (hard
+        decisions (frames, n) uint8, iterations (frames,) int32); an iteration count is negative
+        when the syndrome is still not zero after ``max_iter`` (a detected decoding failure).
+        Pass many frames per call: the compiled decoder works on ``LANES`` frames at a time."""
         x = np.asarray(llr, dtype=np.float32)
         if x.ndim == 1:
             x = x[None, :]
@@ -159,65 +165,77 @@ class LDPCCode:
             raise ValueError("alpha must be in (0, 1]")
         if max_iter < 0:
             raise ValueError("max_iter must be >= 0")
-        x = np.ascontiguousarray(np.clip(np.nan_to_num(x, nan=0.0), -LLR_CLIP, LLR_CLIP))
+        xq = quantize_llr(x)
+        alpha_q = max(1, int(round(float(alpha) * 32768)))
         bits = np.empty(x.shape, dtype=np.uint8)
         iters = np.empty(x.shape[0], dtype=np.int32)
         if _ext is not None:
-            _ext.decode_layered(x, self.row_ptr, self.cols, self.shifts, self.z, int(max_iter),
-                                float(alpha), bool(early_stop), bits, iters)
+            _ext.decode_layered(xq, self.row_ptr, self.cols, self.shifts, self.z, int(max_iter),
+                                alpha_q, MSG_MAX, bool(early_stop), bits, iters)
         else:
-            self._decode_numpy(x, int(max_iter), np.float32(alpha), bool(early_stop), bits, iters)
+            self._decode_numpy(xq, int(max_iter), alpha_q, bool(early_stop), bits, iters)
         return bits, iters
 
-    def _decode_numpy(self, x, max_iter, alpha, early_stop, bits, iters) -> None:
-        """The same layered algorithm as nncodec_ext._ldpc, vectorized over frames and z rows."""
-        z, F = self.z, x.shape[0]
-        L = x.reshape(F, self.nb, z).copy()
-        R = np.zeros((F, len(self.cols), z), dtype=np.float32)
+    def _decode_numpy(self, xq, max_iter, alpha_q, early_stop, bits, iters) -> None:
+        """The fixed-point algorithm of nncodec_ext._ldpc (same integers, same results),
+        vectorized over frames and the z rows of a layer."""
+        z, F = self.z, xq.shape[0]
+        L = xq.reshape(F, self.nb, z).astype(np.int64)
+        R = np.zeros((F, len(self.cols), z), dtype=np.int64)
         gather = [(self.cols[e], (np.arange(z) + self.shifts[e]) % z) for e in range(len(self.cols))]
         done = np.zeros(F, dtype=bool)
         used = np.full(F, -max(max_iter, 1), dtype=np.int32)
+        out = np.zeros((F, self.n), dtype=np.uint8)
 
         def zero_syndrome():
             return ~self.syndrome((L < 0).reshape(F, self.n)).any(axis=1)
 
+        def finish(mask, value):
+            out[mask] = (L[mask] < 0).reshape(-1, self.n)
+            used[mask] = value
+
         if early_stop:
             ok = zero_syndrome()
-            used[ok] = 0
+            finish(ok, 0)
             done |= ok
         for it in range(max_iter):
-            act = ~done
-            if not act.any():
+            act = np.flatnonzero(~done)
+            if not act.size:
                 break
+            La, Ra = L[act], R[act]
             for i in range(self.mb):
-                es = range(self.row_ptr[i], self.row_ptr[i + 1])
-                q = np.stack([L[act][:, gather[e][0], gather[e][1]] - R[act, e] for e in es], axis=1)
+                es = list(range(self.row_ptr[i], self.row_ptr[i + 1]))
+                q = np.stack([La[:, gather[e][0], gather[e][1]] - Ra[:, e] for e in es], axis=1)
                 a = np.abs(q)
-                k1 = np.argmin(a, axis=1)
-                m1 = np.take_along_axis(a, k1[:, None], axis=1)[:, 0]
-                a2 = a.copy()
-                np.put_along_axis(a2, k1[:, None], np.float32(np.inf), axis=1)
-                m2 = a2.min(axis=1)
-                sg = np.where((np.sum(q < 0, axis=1) % 2) == 1, np.float32(-1), np.float32(1))
+                k1 = np.argmin(a, axis=1)             # first index of the smallest
+                srt = np.sort(a, axis=1)
+                g1 = (np.minimum(srt[:, 0], MSG_MAX) * alpha_q + 16384) >> 15
+                g2 = (np.minimum(srt[:, 1], MSG_MAX) * alpha_q + 16384) >> 15
+                odd = (np.sum(q < 0, axis=1) % 2) == 1
                 for kk, e in enumerate(es):
-                    mag = np.where(k1 == kk, m2, m1) * alpha * sg
-                    rn = np.where(q[:, kk] < 0, -mag, mag).astype(np.float32)
-                    Ra = R[act]
+                    mag = np.where(k1 == kk, g2, g1)
+                    rn = np.where((q[:, kk] < 0) ^ odd, -mag, mag)
                     Ra[:, e] = rn
-                    R[act] = Ra
-                    La = L[act]
-                    La[:, gather[e][0], gather[e][1]] = q[:, kk] + rn
-                    L[act] = La
+                    La[:, gather[e][0], gather[e][1]] = np.clip(q[:, kk] + rn, -MSG_MAX, MSG_MAX)
+            L[act], R[act] = La, Ra
             if early_stop:
                 ok = zero_syndrome() & ~done
-                used[ok] = it + 1
+                finish(ok, it + 1)
                 done |= ok
-        final_ok = zero_syndrome()
-        if not early_stop:
-            used[final_ok] = max_iter
-        used[~final_ok] = -max(max_iter, 1)
-        bits[:] = (L < 0).reshape(F, self.n)
+        rest = ~done
+        if rest.any():
+            ok = zero_syndrome()
+            finish(rest & ok, max_iter)
+            finish(rest & ~ok, -max(max_iter, 1))
+        bits[:] = out
         iters[:] = used
+
+
+def quantize_llr(llr: np.ndarray) -> np.ndarray:
+    """Float LLRs -> the decoder's int16 fixed point: clipped to +-LLR_CLIP, times LLR_SCALE,
+    rounded half to even (NaN counts as 0)."""
+    x = np.clip(np.nan_to_num(np.asarray(llr, dtype=np.float32), nan=0.0), -LLR_CLIP, LLR_CLIP)
+    return np.ascontiguousarray(np.rint(x * np.float32(LLR_SCALE)).astype(np.int16))
 
 
 @lru_cache(maxsize=None)

@@ -40,8 +40,8 @@ from .framing import FrameLayout
 from .ldpc import CODE_RATES, DEFAULT_ALPHA, DEFAULT_MAX_ITER, LLR_CLIP, get_code
 from .modulation import MODULATIONS, get_modulation
 
-__all__ = ["DamagedModelError", "LinkResult", "TransmitReport", "parse_mcs", "simulate_link",
-           "transmit_nnc", "recover_container", "raise_for_damage", "ON_DAMAGE", "MCS_NAMES", "INTERLEAVER_SEED"]
+__all__ = ["DamagedModelError", "LinkResult", "TransmitReport", "Reception", "parse_mcs", "simulate_link",
+           "transmit_nnc", "send_nnc", "recover_container", "raise_for_damage", "ON_DAMAGE", "MCS_NAMES", "INTERLEAVER_SEED"]
 
 ON_DAMAGE = ("fail", "zeros", "mean")
 MCS_NAMES = tuple(f"{m}-{r}" for m in MODULATIONS for r in CODE_RATES)
@@ -344,3 +344,51 @@ def raise_for_damage(report: TransmitReport) -> None:
     """Raise DamagedModelError when the report holds no usable container."""
     if report.container is None:
         raise DamagedModelError(report.error or "transmission failed")
+
+
+@dataclass
+class Reception:
+    """What :func:`send_nnc` returns."""
+
+    tensors: Optional[dict]        # the received model (damaged tensors replaced), or None
+    container: Optional[bytes]     # the received .nnc bytes, or None
+    stats: dict                    # link and tensor statistics (see send_nnc)
+    report: TransmitReport         # everything, per tensor
+
+    @property
+    def ok(self) -> bool:
+        """A model came through (possibly with replaced tensors)."""
+        return self.tensors is not None
+
+
+def send_nnc(data: bytes, *, mcs: str, snr_db: float, channel: str = "awgn", seed: Optional[int] = 0,
+             on_damage: str = "zeros", block_length: int = 1944, max_iter: int = DEFAULT_MAX_ITER,
+             framework: str = "numpy") -> Reception:
+    """Send ``.nnc`` bytes through the digital link once and decode what arrives.
+
+    ``snr_db`` is Es/N0 in dB (unit average symbol energy; for Rayleigh the average over the
+    fading); ``channel`` "awgn", "rayleigh" (per symbol) or "rayleigh-block" (per codeword);
+    ``seed`` fixes the noise and fading draw (the same seed gives the same result).
+    ``on_damage``: "zeros" or "mean" replace tensors whose bytes did not survive (see
+    :func:`recover_container`); "fail" returns no model when any tensor is damaged. ``framework``
+    as for ``nncodec.decode`` ("numpy" or "torch").
+
+    Never raises for transmission damage: ``tensors`` is None when nothing usable arrived (the
+    container header was lost, or "fail" and a tensor was damaged), and ``stats["error"]`` says
+    why. ``stats``: mcs, channel, snr_db, seed, frames, frames_lost, fer, coded_ber (hard
+    decisions before decoding), info_ber (after), channel_uses, nnc_bytes, header_intact,
+    tensors_total, tensors_damaged, damaged (their names), error."""
+    rep = transmit_nnc(data, mcs=mcs, snr_db=snr_db, channel=channel, block_length=block_length,
+                       seed=seed, on_damage=on_damage, max_iter=max_iter)
+    tensors = None
+    if rep.container is not None:
+        from ..api import decode
+        tensors = decode(rep.container, framework=framework)
+    link = rep.link
+    stats = {"mcs": link.mcs, "channel": link.channel, "snr_db": link.snr_db, "seed": seed,
+             "frames": link.frames, "frames_lost": link.frames_lost, "fer": link.fer,
+             "coded_ber": link.coded_ber, "info_ber": link.info_ber, "channel_uses": link.symbols,
+             "nnc_bytes": len(data), "header_intact": rep.header_intact,
+             "tensors_total": len(rep.tensors), "tensors_damaged": len(rep.damaged),
+             "damaged": rep.damaged, "error": rep.error}
+    return Reception(tensors, rep.container, stats, rep)

@@ -1,15 +1,22 @@
 """The CABAC level coder: parameter choice, stream header, validation.
 
-A coded stream ("cabac payload", version 1) is::
+A coded stream ("cabac payload", version 2; formats/cabac-v1.md) is::
 
-    u8      version            = 1
-    u8      K                  number of "|q| > k" flags, 0..64
-    u8      E                  Exp-Golomb order of the remainder, 0..31
+    u8      version            = 2
+    u8      K | E << 3         K: number of "|q| > k" flags, 0..7; E: Exp-Golomb
+                               order of the remainder classes, 0..31
+    u8      (F - 1) | (S - 4) << 3 | init << 6
+                               F, S: fast (1..8) and slow (4..11) adaptation shifts;
+                               init: 0 contexts start at P = 1/2, 1 from the prior
+                               tables; bit 7 is 0
     uvarint row_length         0 = no previous-row context
     ...     arithmetic-coded body (see nncodec_ext/_cabac.pyx)
 
 The element count is not stored: the caller (the container) knows the shape
 and declares it when decoding, and nothing larger than that is allocated.
+
+K, E, the rates and init are chosen per tensor by trying candidates with
+the coder's cost mode (on a sample of rows for large tensors).
 
 The compiled coder in ``nncodec_ext._cabac`` is used unless the environment
 variable ``NNCODEC_PURE_PYTHON=1`` selects the pure-Python twin in
@@ -22,15 +29,20 @@ import warnings
 
 import numpy as np
 
-from ..errors import FormatError, LimitError, TruncatedError
+from ..errors import FormatError, LimitError, TruncatedError, VersionError
 from ..varint import decode_uvarint, encode_uvarint
 from . import cabac_ref
 
-STREAM_VERSION = 1
+STREAM_VERSION = 2
 MAX_K = cabac_ref.MAX_K
 MAX_EG_ORDER = cabac_ref.MAX_EG_ORDER
-DEFAULT_MAX_K = 64
-TAIL_FRACTION_INV = 64  # K leaves at most 1/64 of the non-zero levels to the Exp-Golomb tail
+FAST_RANGE = (cabac_ref.MIN_FAST, cabac_ref.MAX_FAST)
+SLOW_RANGE = (cabac_ref.MIN_SLOW, cabac_ref.MAX_SLOW)
+# candidates tried by choose_params
+K_CANDIDATES = (0, 1, 2)
+RATE_CANDIDATES = ((4, 9), (5, 10), (8, 11), (4, 11))
+DEFAULT_RATES = (5, 10)  # used while K and E are searched, and for all-zero tensors
+SEARCH_SAMPLE = 8192  # tensors with more levels are searched on about this many (whole rows)
 
 _STATUS_MESSAGES = {
     1: (TruncatedError, "coded levels run past the end of the data (truncated stream)"),
@@ -78,107 +90,152 @@ def _as_levels(levels) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.int32).reshape(-1)
 
 
-def choose_k(levels, max_k: int = DEFAULT_MAX_K) -> int:
-    """K, the number of greater-than flags: the smallest k such that at most
-    1/64 of the non-zero levels exceed k, between 1 and ``max_k`` (every flag
-    is a bin to code, so the cap bounds the work per level). The adaptive
-    flags track the distribution far better than the Exp-Golomb tail, and a
-    thin tail adds few bins, so K covers all but the far tail."""
-    if not 0 <= max_k <= MAX_K:
-        raise ValueError(f"max_k must be in 0..{MAX_K}")
-    hist = implementation().magnitude_histogram(_as_levels(levels), max_k)
-    nonzero = int(hist[1:].sum())
-    if nonzero == 0 or max_k == 0:
-        return min(1, max_k)
-    above = nonzero - np.cumsum(hist[1:])  # above[k - 1] = number of levels with |q| > k
-    ok = np.nonzero(above * TAIL_FRACTION_INV <= nonzero)[0]
-    K = int(ok[0]) + 1 if ok.size else max_k
-    return max(1, min(K, max_k))
+def _pack_rates(rates) -> int:
+    fast, slow = (int(r) for r in rates)
+    if not (FAST_RANGE[0] <= fast <= FAST_RANGE[1] and SLOW_RANGE[0] <= slow <= SLOW_RANGE[1]):
+        raise ValueError(f"rates must be (fast, slow) shifts with fast in {FAST_RANGE[0]}.."
+                         f"{FAST_RANGE[1]} and slow in {SLOW_RANGE[0]}..{SLOW_RANGE[1]}, got {rates!r}")
+    return fast | (slow << 4)
 
 
-def _eg_cost_matrix() -> np.ndarray:
-    """Expected bits of a remainder of bit length b (columns, 0..33) at Exp-Golomb
-    order e (rows, 0..MAX_EG_ORDER); see ``choose_eg_order``."""
-    b = np.arange(34, dtype=np.float64)[None, :]
-    e = np.arange(MAX_EG_ORDER + 1, dtype=np.float64)[:, None]
-    p = np.where(b <= e, 0.0, np.where(b == e + 1, 1.0, b - 1.0 - e + np.exp2(e + 1.0 - b)))
-    return 2.0 * p + 1.0 + e
+def _search_sample(lv: np.ndarray, row_length: int) -> tuple[np.ndarray, int]:
+    """The levels the parameter search codes: all of them for small tensors,
+    else about SEARCH_SAMPLE levels in whole rows spread over the tensor."""
+    n = lv.size
+    if n <= 2 * SEARCH_SAMPLE:
+        return lv, row_length
+    if 0 < row_length <= SEARCH_SAMPLE // 2:
+        rows = n // row_length
+        take = max(2, SEARCH_SAMPLE // row_length)
+        idx = (np.arange(take, dtype=np.int64) * rows) // take
+        m = lv[: rows * row_length].reshape(rows, row_length)[idx]
+        return np.ascontiguousarray(m.reshape(-1)), row_length
+    # very long rows (or none): four chunks, without the previous-row context
+    chunk = SEARCH_SAMPLE // 4
+    starts = (np.arange(4, dtype=np.int64) * (n - chunk)) // 3
+    return np.concatenate([lv[s:s + chunk] for s in starts]), 0
 
 
-_EG_COST = _eg_cost_matrix()
+def choose_params(levels, row_length: int = 0, K: int | None = None,
+                  eg_order: int | None = None, rates=None,
+                  init: int | None = None) -> tuple[int, int, tuple[int, int], int]:
+    """(K, Exp-Golomb order, (fast, slow) rates, init) for coding ``levels``:
+    the parameters not given are chosen by the coder's cost mode, first K
+    and E (with the default rates and init 1, or the given ones), then the
+    rates, then init."""
+    lv = _as_levels(levels)
+    impl = implementation()
+    if K is not None and eg_order is not None and rates is not None and init is not None:
+        return int(K), int(eg_order), tuple(rates), int(init)
+    if not lv.any():
+        return (1 if K is None else int(K), 0 if eg_order is None else int(eg_order),
+                DEFAULT_RATES if rates is None else tuple(rates), 0 if init is None else int(init))
+    sample, srow = _search_sample(lv, row_length)
+    if srow >= sample.size:
+        srow = 0
+    i0 = 1 if init is None else int(init)
+
+    memo = {}
+
+    def bits(k, e, r, i=i0):
+        key = (k, e, tuple(r), i)
+        if key not in memo:
+            memo[key] = impl.cost(sample, k, e, srow, _pack_rates(r), i, False)[0]
+        return memo[key]
+
+    ks = K_CANDIDATES if K is None else (int(K),)
+    if eg_order is None:
+        # the best order sits near bit_length(mean non-zero magnitude) - 2
+        mags = np.abs(sample[sample != 0].astype(np.int64))
+        ec = max(0, int(mags.mean()).bit_length() - 2) if mags.size else 0
+        es = tuple(e for e in (ec, ec + 1) if e <= MAX_EG_ORDER)
+    else:
+        es = (int(eg_order),)
+    r0 = DEFAULT_RATES if rates is None else tuple(rates)
+    best = None
+    if len(ks) * len(es) > 1:
+        for k in ks:
+            for e in es:
+                b = bits(k, e, r0)
+                if best is None or b < best[0]:
+                    best = (b, k, e)
+        _, k, e = best
+    else:
+        k, e = ks[0], es[0]
+    r = r0
+    if rates is None:
+        r = min(RATE_CANDIDATES, key=lambda rr: bits(k, e, rr))
+    i = i0
+    if init is None and bits(k, e, r, 0) < bits(k, e, r, 1):
+        i = 0
+    return int(k), int(e), tuple(r), i
 
 
-def choose_eg_order(levels, K: int) -> int:
-    """The Exp-Golomb order expected to spend the fewest bypass bits on the
-    remainders r = |q| - K - 1 of the levels above K (smallest order on ties).
-
-    Works from a histogram of bit lengths b of r: order e spends 2p + 1 + e
-    bits, with prefix length p = 0 if b <= e, 1 if b = e + 1, and otherwise
-    b - 1 - e, plus 1 for the fraction (taken as 2**(e + 1 - b)) of the
-    class where r + 2**e carries into bit b.
-    """
-    hist = implementation().remainder_histogram(_as_levels(levels), K)
-    if not hist.any():
-        return 0
-    return int(np.argmin(_EG_COST @ hist.astype(np.float64)))
+def _header(K: int, eg_k: int, rates: int, init: int, row_length: int) -> bytes:
+    fast, slow = rates & 15, rates >> 4
+    return (bytes((STREAM_VERSION, K | (eg_k << 3), (fast - 1) | ((slow - 4) << 3) | (init << 6)))
+            + encode_uvarint(row_length))
 
 
-def choose_params(levels, max_k: int = DEFAULT_MAX_K) -> tuple[int, int]:
-    """(K, Exp-Golomb order) chosen from the data."""
-    K = choose_k(levels, max_k)
-    return K, choose_eg_order(levels, K)
-
-
-def _header(K: int, eg_k: int, row_length: int) -> bytes:
-    return bytes((STREAM_VERSION, K, eg_k)) + encode_uvarint(row_length)
-
-
-def _resolve(lv, row_length, K, eg_order):
+def _resolve(lv, row_length, K, eg_order, rates, init):
     row_length = 0 if row_length is None else int(row_length)
     if row_length < 0:
         raise ValueError("row_length must be >= 0")
     if row_length >= lv.size:
         row_length = 0  # a single row has no previous row
-    if K is None:
-        K = choose_k(lv)
-    if not 0 <= K <= MAX_K:
+    if K is not None and not 0 <= K <= MAX_K:
         raise ValueError(f"K must be in 0..{MAX_K}, got {K}")
-    if eg_order is None:
-        eg_order = choose_eg_order(lv, K)
-    if not 0 <= eg_order <= MAX_EG_ORDER:
+    if eg_order is not None and not 0 <= eg_order <= MAX_EG_ORDER:
         raise ValueError(f"eg_order must be in 0..{MAX_EG_ORDER}, got {eg_order}")
-    return row_length, int(K), int(eg_order)
+    if rates is not None:
+        _pack_rates(rates)
+    if init is not None and init not in (0, 1):
+        raise ValueError(f"init must be 0 or 1, got {init}")
+    K, eg_order, rates, init = choose_params(lv, row_length, K, eg_order, rates, init)
+    return row_length, K, eg_order, _pack_rates(rates), init
 
 
 def encode(levels, *, row_length: int | None = 0, K: int | None = None,
-           eg_order: int | None = None) -> bytes:
+           eg_order: int | None = None, rates=None, init: int | None = None) -> bytes:
     """Code integer levels (any shape, read in C order) into a cabac payload.
 
     ``row_length``: length of a row (for a weight of shape (out, ...), the
     product of the other dimensions); the level one row up is used as
-    context. ``K`` and ``eg_order`` are chosen from the data unless given.
+    context. ``K``, ``eg_order``, ``rates`` ((fast, slow) adaptation shifts)
+    and ``init`` (0: contexts start at P = 1/2, 1: from the prior tables)
+    are chosen from the data unless given.
     """
     lv = _as_levels(levels)
-    row_length, K, eg_order = _resolve(lv, row_length, K, eg_order)
-    body = implementation().encode(lv, K, eg_order, row_length)
-    return _header(K, eg_order, row_length) + body
+    row_length, K, eg_order, packed, init = _resolve(lv, row_length, K, eg_order, rates, init)
+    body = implementation().encode(lv, K, eg_order, row_length, packed, init)
+    return _header(K, eg_order, packed, init, row_length) + body
 
 
 def parse_header(data) -> tuple[int, int, int, int]:
-    """Returns (K, eg_order, row_length, offset of the body)."""
+    """Returns (K, eg_order, row_length, offset of the body); see
+    ``parse_header_rates`` for the adaptation rates."""
+    K, eg_k, _, _, row_length, pos = parse_header_full(data)
+    return K, eg_k, row_length, pos
+
+
+def parse_header_full(data) -> tuple[int, int, tuple[int, int], int, int, int]:
+    """Returns (K, eg_order, (fast, slow) rates, init, row_length, offset of the body)."""
+    if len(data) < 1:
+        raise TruncatedError("cabac payload shorter than its header")
+    version = data[0]
+    if version != STREAM_VERSION:
+        raise VersionError(f"unknown cabac payload version {version} (this nncodec reads "
+                           f"version {STREAM_VERSION})")
     if len(data) < 3:
         raise TruncatedError("cabac payload shorter than its header")
-    version, K, eg_k = data[0], data[1], data[2]
-    if version != STREAM_VERSION:
-        raise FormatError(f"unknown cabac payload version {version}")
-    if K > MAX_K:
-        raise FormatError(f"cabac payload declares K={K} > {MAX_K}")
-    if eg_k > MAX_EG_ORDER:
-        raise FormatError(f"cabac payload declares Exp-Golomb order {eg_k} > {MAX_EG_ORDER}")
+    K, eg_k = data[1] & 7, data[1] >> 3
+    fast, slow, init = (data[2] & 7) + 1, ((data[2] >> 3) & 7) + 4, (data[2] >> 6) & 1
+    if data[2] & 0x80:
+        raise FormatError("cabac payload header has its reserved bit set")
     row_length, pos = decode_uvarint(data, 3)
     if row_length > 2**62:
         raise LimitError("cabac payload row length is out of range")
-    return K, eg_k, row_length, pos
+    return K, eg_k, (fast, slow), init, row_length, pos
 
 
 def decode(data, count: int) -> np.ndarray:
@@ -192,10 +249,10 @@ def decode(data, count: int) -> np.ndarray:
     if count < 0:
         raise ValueError("count must be >= 0")
     buf = memoryview(data).cast("B") if not isinstance(data, (bytes, bytearray)) else data
-    K, eg_k, row_length, pos = parse_header(buf)
+    K, eg_k, rates, init, row_length, pos = parse_header_full(buf)
     body = np.frombuffer(buf, dtype=np.uint8, offset=pos)
     out = np.empty(count, dtype=np.int32)
-    status = implementation().decode_into(body, out, K, eg_k, row_length)
+    status = implementation().decode_into(body, out, K, eg_k, row_length, _pack_rates(rates), init)
     if status:
         exc_type, message = _STATUS_MESSAGES.get(status, (FormatError, f"decoder status {status}"))
         raise exc_type(message)
@@ -203,29 +260,33 @@ def decode(data, count: int) -> np.ndarray:
 
 
 def cost_bits(levels, *, row_length: int | None = 0, K: int | None = None,
-              eg_order: int | None = None, exact: bool = False) -> float:
-    """Bits the coded body would take under the coder's adaptive model.
+              eg_order: int | None = None, exact: bool = False, rates=None,
+              init: int | None = None) -> float:
+    """Bits the coded body would take under the coder's adaptive model, with
+    the parameters ``encode`` would choose (or those given).
 
     Nothing is written. ``exact=False`` uses a lookup table (within 0.2%).
     """
     lv = _as_levels(levels)
-    row_length, K, eg_order = _resolve(lv, row_length, K, eg_order)
-    bits, _, _ = implementation().cost(lv, K, eg_order, row_length, exact)
+    row_length, K, eg_order, packed, init = _resolve(lv, row_length, K, eg_order, rates, init)
+    bits, _, _ = implementation().cost(lv, K, eg_order, row_length, packed, init, exact)
     return float(bits)
 
 
 def analyze(levels, *, row_length: int | None = 0, K: int | None = None,
-            eg_order: int | None = None) -> dict:
+            eg_order: int | None = None, rates=None, init: int | None = None) -> dict:
     """Parameters and bin statistics of coding ``levels`` (for benchmarks)."""
     lv = _as_levels(levels)
-    row_length, K, eg_order = _resolve(lv, row_length, K, eg_order)
-    bits, ctx_bins, bypass_bins = implementation().cost(lv, K, eg_order, row_length, True)
+    row_length, K, eg_order, packed, init = _resolve(lv, row_length, K, eg_order, rates, init)
+    bits, ctx_bins, bypass_bins = implementation().cost(lv, K, eg_order, row_length, packed, init, True)
     return {
         "K": K,
         "eg_order": eg_order,
+        "rates": [packed & 15, packed >> 4],
+        "init": init,
         "row_length": row_length,
         "context_bins": int(ctx_bins),
         "bypass_bins": int(bypass_bins),
         "ideal_bits": float(bits),
-        "header_bytes": len(_header(K, eg_order, row_length)),
+        "header_bytes": len(_header(K, eg_order, packed, init, row_length)),
     }

@@ -14,20 +14,27 @@ import math
 
 import numpy as np
 
-RATE_FAST = 8
-RATE_SLOW = 11
-WARMUP_MAX = 1023  # n at which both shifts have reached their rates
+MIN_FAST, MAX_FAST = 1, 8  # range of the fast adaptation shift F
+MIN_SLOW, MAX_SLOW = 4, 11  # and of the slow one, S
+FLUSH_SLACK = 3  # body bytes the decoder reads past the end (as zeros)
+WARMUP_MAX = 1023  # bin count at which both shifts have reached their rates
+PRIOR_COUNT = 31  # bins a sign context counts as seen at the start
+PRIMED_COUNT = 8  # bins a context started from the prior tables counts as seen
 PROB_ONE = 65536
 STATE_BITS = 30
 STATE_ONE = 1 << STATE_BITS
 STATE_INIT = 1 << (STATE_BITS - 1)
 RANGE_TOP = 1 << 24
-N_SIG_CTX = 18
+N_SIG_CTX = 24
 N_SIGN_CTX = 9
-N_GT_CLASSES = 6
-MAX_K = 64
+N_MAG_CLASSES = 3
+N_POS = 16  # prefix positions with their own contexts (the last one is shared)
+N_PREFIX_CTX = N_POS * N_MAG_CLASSES
+N_SUFFIX_CTX = N_POS * 3
+MAX_K = 7
 MAX_EG_ORDER = 31
 MAX_EG_PREFIX = 40
+THRESHOLD_CAP = 1 << 40
 
 STATUS_OK = 0
 STATUS_TRUNCATED = 1
@@ -37,44 +44,53 @@ STATUS_OVERFLOW = 4
 STATUS_BAD_STATE = 5
 
 _MASK32 = 0xFFFFFFFF
-# adaptation shift while a context is young: 1 + floor(log2(n + 1))
-_WARMUP_SHIFT = [1 + (n + 1).bit_length() - 1 for n in range(WARMUP_MAX + 1)]
-# Initial P(bin = 0) of the gt contexts for each K (30-bit), and the bins a
-# prior-initialized context counts as seen: see formats/cabac-v1.md section 5.
-GT_PRIOR = [0, 1056964608, 939524096, 805306368, 694116761, 606368549, 536870912, 480988279, 435291115, 397326860, 365336408, 338040241, 314491699, 293978240, 275954714, 259997688, 245773691, 233016771, 221512373, 211085588, 201592454, 192913442, 184948507, 177613290, 170836173, 164555967, 158720090, 153283106, 148205554, 143453003, 138995274, 134805804, 130861124, 127140421, 123625172, 120298838, 117146609, 114155179, 111312564, 108607940, 106031508, 103574373, 101228444, 98986346, 96841339, 94787256, 92818439, 90929692, 89116230, 87373642, 85697857, 84085107, 82531904, 81035010, 79591421, 78198340, 76853163, 75553462, 74296970, 73081570, 71905277, 70766237, 69662706, 68593051, 67555737]
-PRIOR_COUNT = 31
+# w(n) = 1 + floor(log2(n + 1)); a context that has seen n bins adapts with min(w(n), rate)
+_WARMUP_W = [1 + (n + 1).bit_length() - 1 for n in range(WARMUP_MAX + 1)]
+# Initial P(bin = 0) in 1/256 of the contexts when init = 1 (formats/cabac-v1.md section 5)
+SIG_PRIOR = [86, 57, 50, 36, 71, 55, 27, 23, 51, 29, 25, 16,
+             61, 44, 39, 39, 40, 58, 27, 17, 28, 30, 24, 14]
+GT_PRIOR = [[104, 68, 31], [62, 58, 23]]  # k = 1; k >= 2
+PREFIX_PRIOR = [[127, 112, 96], [186, 172, 158], [231, 205, 152], [245, 175, 152]]  # j = 0, 1, 2, >= 3
+SUFFIX_PRIOR = [[141, 134, 135], [164, 145, 147], [203, 170, 171], [221, 194, 174],
+                [229, 195, 195]]  # j = 0, 1, 2, 3, >= 4
 _COST_TABLE = [-math.log2((16.0 * i + 8.0) / 65536.0) for i in range(4096)]
 
 
 def n_contexts(K: int) -> int:
-    return N_SIG_CTX + N_SIGN_CTX + K * N_GT_CLASSES
+    return N_SIG_CTX + N_SIGN_CTX + K * N_MAG_CLASSES + N_PREFIX_CTX + N_SUFFIX_CTX
 
 
-def _check_params(K: int, eg_k: int, row: int) -> None:
+def _check_params(K: int, eg_k: int, row: int, rates: int, init: int) -> None:
+    if init not in (0, 1):
+        raise ValueError(f"context initialization must be 0 or 1, got {init}")
     if K < 0 or K > MAX_K:
         raise ValueError(f"K must be in 0..{MAX_K}, got {K}")
     if eg_k < 0 or eg_k > MAX_EG_ORDER:
         raise ValueError(f"Exp-Golomb order must be in 0..{MAX_EG_ORDER}, got {eg_k}")
     if row < 0:
         raise ValueError("row length must be >= 0")
+    if not (MIN_FAST <= (rates & 15) <= MAX_FAST and MIN_SLOW <= (rates >> 4) <= MAX_SLOW):
+        raise ValueError(f"rates must be fast | slow << 4 with fast in {MIN_FAST}..{MAX_FAST} and "
+                         f"slow in {MIN_SLOW}..{MAX_SLOW}, got {rates:#x}")
 
 
-def _sig_ctx(prev: int, prev2: int, above_mag: int) -> int:
-    cp = 0 if prev == 0 else (1 if prev < 0 else 2)
-    ca = 2 if above_mag > 1 else above_mag
-    return (cp * 2 + (prev2 != 0)) * 3 + ca
+def _sign_class(x: int) -> int:
+    return 0 if x == 0 else (1 if x < 0 else 2)
+
+
+def _sig_ctx(prev: int, above: int, ew: int) -> int:
+    return ((prev != 0) * 3 + min(abs(above), 2)) * 4 + min(ew >> 2, 3)
 
 
 def _sign_ctx(prev: int, above: int) -> int:
-    cp = 0 if prev == 0 else (1 if prev < 0 else 2)
-    ca = 0 if above == 0 else (1 if above < 0 else 2)
-    return cp * 3 + ca
+    return _sign_class(prev) * 3 + _sign_class(above)
 
 
-def _gt_class(act: int, k: int) -> int:
-    if act < k:
+def _mag_class(s: int, t: int) -> int:
+    """Activity s against the magnitude t a bin tests."""
+    if 2 * s < 3 * t:
         return 0
-    if act <= 2 * k:
+    if s <= 3 * t:
         return 1
     return 2
 
@@ -82,12 +98,27 @@ def _gt_class(act: int, k: int) -> int:
 class _Contexts:
     """Per context: two 30-bit estimates of P(bin = 0) and a bin count."""
 
-    def __init__(self, K: int):
+    def __init__(self, K: int, rates: int, init: int):
         n = n_contexts(K)
-        gt = N_SIG_CTX + N_SIGN_CTX
-        self.a = [STATE_INIT] * gt + [GT_PRIOR[K]] * (n - gt)
-        self.b = list(self.a)
-        self.n = [0] * N_SIG_CTX + [PRIOR_COUNT] * (n - N_SIG_CTX)
+        self.a = [STATE_INIT] * n
+        self.b = [STATE_INIT] * n
+        self.n = [0] * n
+        for i in range(N_SIG_CTX, N_SIG_CTX + N_SIGN_CTX):
+            self.n[i] = PRIOR_COUNT
+        if init == 1:
+            primed = list(SIG_PRIOR) + [None] * N_SIGN_CTX
+            for k in range(K):
+                primed += GT_PRIOR[min(k, 1)]
+            for j in range(N_POS):
+                primed += PREFIX_PRIOR[min(j, 3)]
+            for j in range(N_POS):
+                primed += SUFFIX_PRIOR[min(j, 4)]
+            for i, p in enumerate(primed):
+                if p is not None:
+                    self.a[i] = self.b[i] = p << (STATE_BITS - 8)
+                    self.n[i] = PRIMED_COUNT
+        self.fast = rates & 15
+        self.slow = rates >> 4
 
     def p0(self, i: int) -> int:
         # mean of the two estimates as a 16-bit probability, forced odd (never 0)
@@ -96,11 +127,11 @@ class _Contexts:
     def update(self, i: int, bit: int) -> None:
         # state += (target - state) >> shift, flooring shift of the signed difference
         n = self.n[i]
-        w = _WARMUP_SHIFT[n]
+        w = _WARMUP_W[n]
         target = 0 if bit else STATE_ONE
         a, b = self.a[i], self.b[i]
-        self.a[i] = a + ((target - a) >> min(w, RATE_FAST))
-        self.b[i] = b + ((target - b) >> min(w, RATE_SLOW))
+        self.a[i] = a + ((target - a) >> min(w, self.fast))
+        self.b[i] = b + ((target - b) >> min(w, self.slow))
         if n < WARMUP_MAX:
             self.n[i] = n + 1
 
@@ -159,7 +190,10 @@ class _Writer:
         self._renorm()
 
     def finish(self) -> bytes:
-        for _ in range(5):
+        # low rounded up to a multiple of 2**24 lies in the last interval; its
+        # bytes after the top one are zeros, which the decoder supplies itself
+        self.low = (self.low + 0xFFFFFF) & ~0xFFFFFF
+        for _ in range(2):
             self._shift_low()
         return bytes(self.out)
 
@@ -188,42 +222,55 @@ class _Counter:
         self.bits += 1.0
 
 
-def _put_eg(w, v: int, k: int) -> None:
-    while v >= (1 << k):
-        w.bypass(1)
-        v -= 1 << k
-        k += 1
-    w.bypass(0)
-    while k > 0:
-        k -= 1
-        w.bypass((v >> k) & 1)
+def _put_remainder(w, ctx: _Contexts, r: int, K: int, E: int, s: int) -> None:
+    """r = |q| - K - 1 as Exp-Golomb classes of order E: context-coded prefix
+    bins, the top two offset bits context coded, the other offset bits bypass."""
+    pre = N_SIG_CTX + N_SIGN_CTX + K * N_MAG_CLASSES
+    suf = pre + N_PREFIX_CTX
+    e, j = E, 0
+    t = K + 1 + (1 << E)  # the magnitude that prefix bin j tests
+    while r >= (1 << e):
+        w.bit(ctx, pre + j * N_MAG_CLASSES + _mag_class(s, t), 1)
+        r -= 1 << e
+        e += 1
+        j = min(j + 1, N_POS - 1)
+        t = min(t + (1 << e), THRESHOLD_CAP)
+    w.bit(ctx, pre + j * N_MAG_CLASSES + _mag_class(s, t), 0)
+    if e > 0:
+        b1 = (r >> (e - 1)) & 1
+        w.bit(ctx, suf + j * 3, b1)
+        if e > 1:
+            w.bit(ctx, suf + j * 3 + 1 + b1, (r >> (e - 2)) & 1)
+            for i in range(e - 3, -1, -1):
+                w.bypass((r >> i) & 1)
 
 
-def _code_levels(levels, row: int, K: int, eg_k: int, w) -> None:
-    ctx = _Contexts(K)
+def _code_levels(levels, row: int, K: int, eg_k: int, rates: int, init: int, w) -> None:
+    ctx = _Contexts(K, rates, init)
     sign_base = N_SIG_CTX
     gt_base = N_SIG_CTX + N_SIGN_CTX
-    prev = prev2 = above = 0
+    prev = above = 0
+    ew = 0  # running average x4 of the magnitudes earlier in the row
     for i, q in enumerate(levels):
+        if row > 0 and i % row == 0:
+            ew = 0
         if row > 0 and i >= row:
             above = levels[i - row]
-        am = abs(above)
-        w.bit(ctx, _sig_ctx(prev, prev2, am), int(q != 0))
+        m = abs(q)
+        s = (ew >> 2) + abs(above) + abs(prev)
+        w.bit(ctx, _sig_ctx(prev, above, ew), int(q != 0))
         if q != 0:
-            neg = int(q < 0)
-            m = abs(q)
-            w.bit(ctx, sign_base + _sign_ctx(prev, above), neg)
-            act = abs(prev) + am
+            w.bit(ctx, sign_base + _sign_ctx(prev, above), int(q < 0))
             k = 1
             while k <= K:
                 gt = int(m > k)
-                w.bit(ctx, gt_base + (k - 1) * N_GT_CLASSES + neg * 3 + _gt_class(act, k), gt)
+                w.bit(ctx, gt_base + (k - 1) * N_MAG_CLASSES + _mag_class(s, k), gt)
                 if not gt:
                     break
                 k += 1
             if m > K:
-                _put_eg(w, m - K - 1, eg_k)
-        prev2 = prev
+                _put_remainder(w, ctx, m - K - 1, K, eg_k, s)
+        ew = ew + m - (ew >> 2)
         prev = q
 
 
@@ -234,17 +281,17 @@ def _as_int_list(levels) -> list:
     return [int(x) for x in arr]
 
 
-def encode(levels, K: int, eg_k: int, row_length: int) -> bytes:
-    _check_params(K, eg_k, row_length)
+def encode(levels, K: int, eg_k: int, row_length: int, rates: int, init: int) -> bytes:
+    _check_params(K, eg_k, row_length, rates, init)
     w = _Writer()
-    _code_levels(_as_int_list(levels), row_length, K, eg_k, w)
+    _code_levels(_as_int_list(levels), row_length, K, eg_k, rates, init, w)
     return w.finish()
 
 
-def cost(levels, K: int, eg_k: int, row_length: int, exact: bool = False):
-    _check_params(K, eg_k, row_length)
+def cost(levels, K: int, eg_k: int, row_length: int, rates: int, init: int, exact: bool = False):
+    _check_params(K, eg_k, row_length, rates, init)
     c = _Counter(exact)
-    _code_levels(_as_int_list(levels), row_length, K, eg_k, c)
+    _code_levels(_as_int_list(levels), row_length, K, eg_k, rates, init, c)
     return c.bits, c.ctx_bins, c.bypass_bins
 
 
@@ -290,40 +337,53 @@ class _Reader:
         return bit
 
 
-def decode_into(data, out: np.ndarray, K: int, eg_k: int, row_length: int) -> int:
-    _check_params(K, eg_k, row_length)
+def decode_into(data, out: np.ndarray, K: int, eg_k: int, row_length: int, rates: int,
+                init: int) -> int:
+    _check_params(K, eg_k, row_length, rates, init)
     r = _Reader(bytes(data))
     n = out.shape[0]
-    ctx = _Contexts(K)
+    ctx = _Contexts(K, rates, init)
     sign_base = N_SIG_CTX
     gt_base = N_SIG_CTX + N_SIGN_CTX
+    pre = gt_base + K * N_MAG_CLASSES
+    suf = pre + N_PREFIX_CTX
     row = row_length
     vals = [0] * n
-    prev = prev2 = above = 0
+    prev = above = 0
+    ew = 0
     for i in range(n):
+        if row > 0 and i % row == 0:
+            ew = 0
         if row > 0 and i >= row:
             above = vals[i - row]
-        am = abs(above)
+        s = (ew >> 2) + abs(above) + abs(prev)
         q = 0
-        if r.bit(ctx, _sig_ctx(prev, prev2, am)):
+        m = 0
+        if r.bit(ctx, _sig_ctx(prev, above, ew)):
             neg = r.bit(ctx, sign_base + _sign_ctx(prev, above))
-            act = abs(prev) + am
             k = 1
             while k <= K:
-                if not r.bit(ctx, gt_base + (k - 1) * N_GT_CLASSES + neg * 3 + _gt_class(act, k)):
+                if not r.bit(ctx, gt_base + (k - 1) * N_MAG_CLASSES + _mag_class(s, k)):
                     break
                 k += 1
             m = k
             if k > K:
-                ek = eg_k
-                v = 0
-                while r.bypass():
-                    v += 1 << ek
-                    ek += 1
-                    if ek > MAX_EG_PREFIX:
+                e, j, v = eg_k, 0, 0
+                t = K + 1 + (1 << eg_k)
+                while r.bit(ctx, pre + j * N_MAG_CLASSES + _mag_class(s, t)):
+                    v += 1 << e
+                    e += 1
+                    if e > MAX_EG_PREFIX:
                         return STATUS_BAD_ESCAPE
-                for j in range(ek - 1, -1, -1):
-                    v += r.bypass() << j
+                    j = min(j + 1, N_POS - 1)
+                    t = min(t + (1 << e), THRESHOLD_CAP)
+                if e > 0:
+                    b1 = r.bit(ctx, suf + j * 3)
+                    v += b1 << (e - 1)
+                    if e > 1:
+                        v += r.bit(ctx, suf + j * 3 + 1 + b1) << (e - 2)
+                        for i2 in range(e - 3, -1, -1):
+                            v += r.bypass() << i2
                 m = K + 1 + v
             if neg:
                 if m > 2**31:
@@ -336,13 +396,13 @@ def decode_into(data, out: np.ndarray, K: int, eg_k: int, row_length: int) -> in
             if r.pos > len(r.data) + 8:
                 return STATUS_TRUNCATED
         vals[i] = q
-        prev2 = prev
+        ew = ew + m - (ew >> 2)
         prev = q
     if n:
         out[:] = np.asarray(vals, dtype=np.int64).astype(np.int32)
-    if r.pos > len(r.data):
+    if r.pos > len(r.data) + FLUSH_SLACK:
         return STATUS_TRUNCATED
-    if r.pos < len(r.data):
+    if r.pos < len(r.data) + FLUSH_SLACK:
         return STATUS_TRAILING
     if r.code >= r.range:
         return STATUS_BAD_STATE

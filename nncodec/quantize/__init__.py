@@ -9,6 +9,7 @@ JSON-compatible stage parameters (``encode``) and back (``STAGES[id].decode``).
 | rq        | d, codebooks (one flat list per stage)       | sum over stages of codebooks[t][lvl] |
 | binary    | scale                                        | level * scale, level in {-1, 0, 1}   |
 | ternary   | scale, threshold                             | level * scale, level in {-1, 0, 1}   |
+| dq        | step                                         | 2k*step or (2k - sign k)*step by state |
 
 (``zero``: the index of the centre of smallest magnitude.) formats/cabac-v1.md,
 section 1, is the normative description.
@@ -22,7 +23,7 @@ from typing import Optional
 import numpy as np
 
 from ..errors import FormatError
-from . import binary, codebook, fixed
+from . import binary, codebook, fixed, rdq
 from .kmeans import INITS
 
 METHODS = ("uniform", "fixed", "kmeans", "pq", "rq", "binary", "ternary")
@@ -226,7 +227,7 @@ class _Scaled:
 
 STAGES: dict[str, object] = {
     "fixed": _Fixed(), "kmeans": _KMeans(), "pq": _Product(False), "rq": _Product(True),
-    "binary": _Scaled(False), "ternary": _Scaled(True),
+    "binary": _Scaled(False), "ternary": _Scaled(True), "dq": rdq.DQStage(),
 }
 
 __all__ = ["METHODS", "INITS", "Options", "encode", "STAGES", "fixed_format"]

@@ -17,9 +17,11 @@ from .energy import LAYOUTS, LayerCounts, model_report
 from .layouts import Dequant, WS
 from .quantize import QuantizedMatrix, quantize_matrix
 
-BUILTIN_DIGITS = "builtin:digits"
-# output positions of the digits CNN's layers (8x8 and 4x4 feature maps)
-_DIGITS_POSITIONS = {"0.weight": 64, "3.weight": 16, "7.weight": 1, "9.weight": 1}
+BUILTIN = "builtin:"
+# output positions (H*W) of the conv layers of the built-in tasks' models (nncodec.tasks)
+_BUILTIN_POSITIONS = {"digits": {"0.weight": 64, "3.weight": 16},
+                      "fashion": {"0.weight": 784, "3.weight": 196},
+                      "fashion-lenet300": {}}
 
 
 class _Failure(Exception):
@@ -28,28 +30,28 @@ class _Failure(Exception):
 
 def _from_nnc(path: str) -> Dict[str, QuantizedMatrix]:
     """The int32 levels and steps of every uniformly quantized tensor with ndim >= 2."""
+    from ..api import level_stage
     from ..container import Reader
     from ..entropy import backend_by_id
 
     out = {}
     with Reader(path) as r:
         for info in r.records():
-            chain = info.chain
-            if (len(info.shape) < 2 or not isinstance(chain, list) or len(chain) != 1
-                    or chain[0].get("id") != "uniform"):
+            stage = level_stage(info.chain)
+            if len(info.shape) < 2 or stage.get("id") != "uniform":
                 continue
             levels = backend_by_id(info.backend).decode(r.read_payload(info.name), info.numel)
             shape = tuple(int(s) for s in info.shape)
             out[info.name] = QuantizedMatrix(levels.reshape(shape[0], -1).astype(np.int32),
-                                             Dequant(step=float(chain[0]["step"])), shape)
+                                             Dequant(step=float(stage["step"])), shape)
     return out
 
 
 def _weights_of_model(path: str) -> Dict[str, np.ndarray]:
-    if path == BUILTIN_DIGITS:
-        from ..tasks.digits import get_state_dict
+    if path.startswith(BUILTIN):
+        from ..tasks import get_task
 
-        sd = {k: v.numpy() for k, v in get_state_dict().items()}
+        sd = {k: np.asarray(v) for k, v in get_task(path[len(BUILTIN):]).state_dict().items()}
     else:
         from .. import bf16
         from ..io import read_model
@@ -139,19 +141,21 @@ def render_table(rep: dict) -> str:
 @click.option("--prune", type=float, default=0.0, show_default=True,
               help="Models: fraction of each weight tensor zeroed by magnitude before quantizing.")
 @click.option("--positions", multiple=True, metavar="NAME=P",
-              help="Output positions (H*W) of a conv layer, repeatable; default 1 (known for builtin:digits).")
+              help="Output positions (H*W) of a conv layer, repeatable; default 1 (known for the builtin: models).")
 def analyze(source, as_json, bits, target_snr, step, codebook_size, prune, positions):
     """Storage, operations and energy of each weight matrix as Dense, CSR and WS.
 
     MODEL is a .pt / .safetensors / .npz state_dict (quantized here: magnitude
     pruning with --prune, then --target-snr / --step / --codebook), the name
-    builtin:digits (the demo CNN), or a .nnc file (its levels as stored).
+    builtin:digits / builtin:fashion / builtin:fashion-lenet300 (the built-in
+    tasks' trained models, nncodec.tasks), or a .nnc file (its levels as stored).
     Tensors with ndim >= 2 are analyzed as (out, in*kh*kw) matrices.
 
     \b
     Examples:
       nncodec analyze model.nnc
       nncodec analyze builtin:digits --prune 0.9 --target-snr 30
+      nncodec analyze builtin:fashion --prune 0.8 --json
       nncodec analyze model.safetensors --prune 0.8 --codebook 16 --bits 8 --json
       nncodec analyze model.pt --positions features.0.weight=50176
     """
@@ -171,8 +175,8 @@ def analyze(source, as_json, bits, target_snr, step, codebook_size, prune, posit
             mats = {k: quantize_matrix(w, step=step, target_snr=target_snr,
                                        codebook_size=codebook_size, prune=prune)
                     for k, w in _weights_of_model(source).items()}
-            if source == BUILTIN_DIGITS:
-                pos = {**_DIGITS_POSITIONS, **pos}
+            if source.startswith(BUILTIN):
+                pos = {**_BUILTIN_POSITIONS.get(source[len(BUILTIN):], {}), **pos}
         if not mats:
             raise _Failure(f"{source}: no quantized weight tensor with 2 or more dimensions")
         unknown = sorted(set(pos) - set(mats))
