@@ -372,6 +372,25 @@ def run_model(model, ref: Optional[Reference], quick: bool) -> dict:
             "fisher_seconds": fisher_s, "seconds": time.perf_counter() - t_start, "points": points}
 
 
+SMALL_SNR_HI = 80.0
+SMALL_SNR_QPS = (-36, -40, -44)
+
+
+def small_snr_points(model, log_point=None) -> List[dict]:
+    """Uniform and Fisher-weighted steps with the 1-D tensors (BatchNorm statistics, biases) at
+    SMALL_SNR_HI dB instead of the default 60 (NNCodec codes them nearly losslessly, at qp -75)."""
+    fisher = model.fisher(model.sd)
+    out = []
+    for qp in SMALL_SNR_QPS:
+        for fam, kw in ((f"uniform, 1-D at {SMALL_SNR_HI:g} dB", {}),
+                        (f"uniform+fisher, 1-D at {SMALL_SNR_HI:g} dB", {"sensitivity": fisher})):
+            p = ours(model, model.sd, fam, f"qp {qp}", {"qp": qp, "small_snr": SMALL_SNR_HI}, **kw)
+            out.append(p)
+            if log_point is not None:
+                log_point(p)
+    return out
+
+
 def qat_points(model, g: dict, retrained: dict, log_point=None) -> List[dict]:
     """Quantization-aware fine-tuning of the model and of its retrained states g["qat_states"]."""
     from nncodec import prune as P
@@ -803,6 +822,8 @@ def main(argv=None) -> int:
     ap.add_argument("-o", "--output", type=Path, default=None)
     ap.add_argument("--readme", type=Path, default=DEFAULT_README)
     ap.add_argument("--from-json", type=Path, default=None)
+    ap.add_argument("--small-snr-only", action="store_true",
+                    help=f"add the uniform points with 1-D tensors at {SMALL_SNR_HI:g} dB to --models in the JSON")
     ap.add_argument("--qat-only", action="store_true",
                     help="rerun only the quantization-aware fine-tuning points of --models in the JSON")
     ap.add_argument("--reference-only", action="store_true",
@@ -834,7 +855,17 @@ def main(argv=None) -> int:
         res["env"] = environment(ref)
         for m in models:
             t0 = time.perf_counter()
-            if args.qat_only:
+            if args.small_snr_only:
+                if m == "lenet300" or m not in res["models"]:
+                    continue
+                model = SmallModel("digits", "digits") if m == "digits" else (
+                    SmallModel("fashion", "fashion") if m == "fashion" else EfficientNet())
+                pts = small_snr_points(model, log_point=lambda p: log(
+                    f"{m} {p['family']} {p['label']}: {p['bits_per_value']:.3f} b/v  val {p['val']:.4f}  "
+                    f"test {p['test']:.4f}"))
+                fams = {p["family"] for p in pts}
+                res["models"][m]["points"] = [p for p in res["models"][m]["points"] if p["family"] not in fams] + pts
+            elif args.qat_only:
                 if m in ("lenet300", "efficientnet"):
                     continue
                 model = SmallModel("digits", "digits") if m == "digits" else SmallModel("fashion", "fashion")
