@@ -9,5 +9,6 @@ __all__ = ["ChecksumError", "FormatError", "LimitError", "NNCodecError", "Trunca
 
 from .api import NNCFile, decode, encode, load_file, open, save_file  # noqa: E402,A004
 from .pipeline import Settings  # noqa: E402
+from .target import encode_to_target  # noqa: E402
 
-__all__ += ["NNCFile", "Settings", "decode", "encode", "load_file", "open", "save_file"]
+__all__ += ["NNCFile", "Settings", "decode", "encode", "encode_to_target", "load_file", "open", "save_file"]

@@ -52,7 +52,7 @@ def _to_numpy(name: str, value: Any, dtypes: Mapping[str, str]) -> tuple[np.ndar
 
 
 def _records(tensors: Mapping[str, Any], settings: Settings, dtypes: Mapping[str, str],
-             progress: Progress) -> Iterable[TensorRecord]:
+             progress: Progress, steps: Optional[Mapping[str, float]] = None) -> Iterable[TensorRecord]:
     names = list(tensors)
     threshold = None
     if settings.needs_global_pass:  # global pruning: one threshold over all weights, first
@@ -69,15 +69,18 @@ def _records(tensors: Mapping[str, Any], settings: Settings, dtypes: Mapping[str
         if progress is not None:
             progress(name, i, len(names))
         yield encode_tensor(name, arr, dtype, settings, global_threshold=threshold,
-                            model_step=model_step)
+                            model_step=steps.get(name, model_step) if steps else model_step)
     if progress is not None:
         progress("", len(names), len(names))
 
 
-def _metadata(metadata: Optional[Mapping[str, str]], settings: Settings) -> dict[str, str]:
+def _metadata(metadata: Optional[Mapping[str, str]], settings: Settings,
+              allocation: Optional[str] = None) -> dict[str, str]:
     # no producer version here: the same tensors and settings give the same bytes
     # whichever release wrote them (the format version is in the preamble)
     meta = {"nncodec.settings": settings.describe()}
+    if allocation:
+        meta["nncodec.allocation"] = allocation
     for k, v in (metadata or {}).items():
         if not isinstance(k, str) or not isinstance(v, str):
             raise TypeError("metadata keys and values must be strings")
@@ -93,10 +96,69 @@ def _settings(settings: Optional[Settings], kwargs: dict) -> Settings:
     return Settings(**kwargs)
 
 
+def sensitivity_steps(tensors: Mapping[str, Any], settings: Settings, sensitivity: Mapping[str, Any], *,
+                      dtypes: Optional[Mapping[str, str]] = None, allocation: str = "rd",
+                      return_report: bool = False):
+    """Per-tensor steps of the weight tensors from a sensitivity dict (``nncodec.sensitivity``):
+    the settings' one step (``step``, ``qp`` or the model-wide ``target_snr``) is spread over
+    the tensors so that sum_i F_i D_i is smallest at no more bytes (see
+    ``nncodec.sensitivity.allocate_steps``)."""
+    from . import sensitivity as _sens
+    from .pipeline import FLOAT_DTYPES, _prune_stage, _weights
+
+    if settings.method != "uniform" or settings.lossless:
+        raise ValueError("sensitivity-weighted steps apply to method 'uniform' (not lossless)")
+    if settings.step is None and settings.qp is None and settings.snr_scope != "model":
+        raise ValueError("sensitivity-weighted steps need one model-wide step: snr_scope 'model', "
+                         "or step / qp")
+    if not isinstance(sensitivity, Mapping):
+        raise TypeError("sensitivity must be a dict {tensor name: value or array}")
+    dtypes = dtypes or {}
+    names = [n for n in tensors if isinstance(n, str)]
+    pairs = {n: _to_numpy(n, tensors[n], dtypes) for n in names}
+    threshold = global_prune_threshold(settings, pairs.values()) if settings.needs_global_pass else None
+    weights = {}
+    for n, (a, d) in pairs.items():
+        if d not in FLOAT_DTYPES or a.ndim < 2 or not a.size:
+            continue
+        w = _weights(a, d)
+        if not (np.isfinite(w.max()) and np.isfinite(w.min())):
+            continue
+        w = w.reshape(a.shape)
+        if settings.pruning:
+            w = _prune_stage(w.astype(np.float64), settings, threshold)[0]
+        weights[n] = w.astype(np.float32)
+    if settings.step is not None:
+        base = float(settings.step)
+    elif settings.qp is not None:
+        from .pipeline import step_from_qp
+        base = step_from_qp(settings.qp)
+    else:
+        base = model_step_for(settings, pairs.values(), threshold)
+    if base is None or not weights:
+        return ({}, {"allocation": allocation}) if return_report else {}
+    return _sens.allocate_steps(weights, sensitivity, base, allocation=allocation, backend=settings.backend,
+                                return_report=return_report)
+
+
+def _with_sensitivity(tensors, s: Settings, dtypes, sensitivity, allocation):
+    if sensitivity is None:
+        return None, None
+    steps, rep = sensitivity_steps(tensors, s, sensitivity, dtypes=dtypes, allocation=allocation,
+                                   return_report=True)
+    note = f"sensitivity {allocation}"
+    return steps, note
+
+
 def encode(tensors: Mapping[str, Any], *, metadata: Optional[Mapping[str, str]] = None,
            dtypes: Optional[Mapping[str, str]] = None, settings: Optional[Settings] = None,
-           progress: Progress = None, **kwargs) -> bytes:
+           progress: Progress = None, sensitivity: Optional[Mapping[str, Any]] = None,
+           allocation: str = "rd", **kwargs) -> bytes:
     """Compress a dict of tensors into ``.nnc`` bytes.
+
+    ``sensitivity``: ``{tensor name: F}`` (e.g. ``nncodec.sensitivity.fisher_diagonal``) spreads
+    the one step of the weight tensors into per-tensor steps that keep the size and lower the
+    sensitivity-weighted error (``allocation`` ``"rd"`` or ``"closed-form"``; method uniform).
 
     Keyword settings (see ``nncodec.pipeline.Settings``): ``step``, ``qp`` or
     ``target_snr`` (weights), ``small_snr`` (1-D tensors), ``backend``
@@ -108,18 +170,20 @@ def encode(tensors: Mapping[str, Any], *, metadata: Optional[Mapping[str, str]] 
     ``nncodec.quantize.rdq``).
     """
     s = _settings(settings, kwargs)
-    return container.pack(_records(tensors, s, dtypes or {}, progress), _metadata(metadata, s))
+    steps, note = _with_sensitivity(tensors, s, dtypes or {}, sensitivity, allocation)
+    return container.pack(_records(tensors, s, dtypes or {}, progress, steps), _metadata(metadata, s, note))
 
 
 def save_file(tensors: Mapping[str, Any], target: Union[str, os.PathLike, BinaryIO], *,
               metadata: Optional[Mapping[str, str]] = None, dtypes: Optional[Mapping[str, str]] = None,
               settings: Optional[Settings] = None, progress: Progress = None, overwrite: bool = True,
-              **kwargs) -> None:
+              sensitivity: Optional[Mapping[str, Any]] = None, allocation: str = "rd", **kwargs) -> None:
     """Like ``encode``, written to a path (atomically) or a binary file object.
 
     With ``overwrite=False`` an existing path is left alone (``OutputExistsError``)."""
     s = _settings(settings, kwargs)
-    container.write(target, _records(tensors, s, dtypes or {}, progress), _metadata(metadata, s),
+    steps, note = _with_sensitivity(tensors, s, dtypes or {}, sensitivity, allocation)
+    container.write(target, _records(tensors, s, dtypes or {}, progress, steps), _metadata(metadata, s, note),
                     overwrite=overwrite)
 
 

@@ -5,6 +5,7 @@ Exit codes: 0 ok, 1 error, 2 usage, 3 integrity failure (corrupt or truncated
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -113,6 +114,51 @@ def main():
     """
 
 
+_TARGET_KEY = "nncodec.target"
+
+
+def _target_options(fn):
+    """The options of target modes and sensitivity-weighted steps (nncodec.target, .sensitivity)."""
+    from .tasks import TASKS
+
+    opts = [
+        click.option("--target-size", type=int, default=None, metavar="BYTES",
+                     help="Search the method's main setting (qp; bits for fixed; k for kmeans/pq/rq) "
+                          "for the largest file of at most BYTES."),
+        click.option("--target-bpw", type=float, default=None, metavar="B",
+                     help="Same, for at most B bits per value (whole file over all values)."),
+        click.option("--max-accuracy-drop", type=float, default=None, metavar="POINTS",
+                     help="Search the smallest file whose accuracy on the --task's validation split is "
+                          "within POINTS percentage points of the uncompressed model's (needs --task)."),
+        click.option("--task", type=click.Choice(sorted(TASKS)), default=None,
+                     help="Built-in task MODEL belongs to: accuracy for --max-accuracy-drop (tuned on "
+                          "its validation split, test accuracy reported), training data for "
+                          "--sensitivity fisher."),
+        click.option("--sensitivity", type=click.Choice(["none", "fisher"]), default="none", show_default=True,
+                     help="fisher: per-tensor steps weighted by a diagonal Fisher estimate from the "
+                          "--task's training split, at the size of the one model-wide step."),
+        click.option("--allocation", type=click.Choice(["rd", "closed-form"]), default="rd", show_default=True,
+                     help="How --sensitivity spreads the steps: measured sizes and errors (rd) or the "
+                          "high-rate formula."),
+        click.option("--fisher-samples", type=int, default=256, show_default=True,
+                     help="Training examples of the Fisher estimate."),
+    ]
+    names = ("target_size", "target_bpw", "max_accuracy_drop", "task", "sensitivity", "allocation", "fisher_samples")
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        # these options reach the command through the click context, not its signature
+        target = {k: kwargs.pop(k) for k in names}
+        _check_target_usage(target, kwargs["method"], (kwargs["target_snr"], kwargs["qp"], kwargs["step"]),
+                            kwargs["il"], kwargs["fl"], kwargs["snr_scope"])
+        click.get_current_context().meta[_TARGET_KEY] = target
+        return fn(*args, **kwargs)
+
+    for opt in reversed(opts):
+        wrapper = opt(wrapper)
+    return wrapper
+
+
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
@@ -164,6 +210,7 @@ def main():
 @click.option("-f", "--force", is_flag=True, help="Overwrite the output if it exists.")
 @click.option("-q", "--quiet", is_flag=True, help="No summary line, no progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@_target_options
 @_fail_on_expected_errors
 def encode(model, output, target_snr, snr_scope, qp, step, small_snr, backend, lossless, method, bits, il, fl, rounding,
            seed, k, kmeans_init, pq_dim, rq_stages, ternary_threshold, prune, prune_threshold, prune_global,
@@ -192,6 +239,10 @@ def encode(model, output, target_snr, snr_scope, qp, step, small_snr, backend, l
       nncodec encode model.pt -o m.nnc --method pq --k 256 --pq-dim 4   # product quantization
       nncodec encode model.pt -o m.nnc --method rq --k 16 --rq-stages 3 # residual codebooks
       nncodec encode model.pt -o m.nnc --method ternary
+      nncodec encode model.pt -o m.nnc --target-size 20000              # largest file <= 20,000 B
+      nncodec encode model.pt -o m.nnc --target-bpw 2 --method kmeans   # k for <= 2 bits/value
+      nncodec encode fashion.pt -o m.nnc --task fashion --max-accuracy-drop 0.5
+      nncodec encode fashion.pt -o m.nnc --task fashion --sensitivity fisher --target-snr 14
       nncodec encode model.pt -o m.nnc --prune 0.5 --prune-global --method kmeans --k 16
       nncodec encode model.pt -o m.nnc --prune 0.25 --prune-structured  # whole rows
       nncodec encode model.pt -o m.nnc --rdoq                          # RD-optimized levels
@@ -221,12 +272,17 @@ def encode(model, output, target_snr, snr_scope, qp, step, small_snr, backend, l
                         prune_structured=prune_structured, rdoq=rdoq, dq=dq, rd_lambda=rd_lambda)
     t0 = time.perf_counter()
     tensors, dtypes, metadata = read_model(model)
-    save_file(tensors, output, dtypes=dtypes, metadata=metadata, settings=settings,
-              progress=_Progress("encoding", not quiet), overwrite=force)
+    extra = _encode_targeted(tensors, dtypes, metadata, settings, output, force, quiet,
+                             click.get_current_context().meta[_TARGET_KEY])
+    if extra is None:
+        save_file(tensors, output, dtypes=dtypes, metadata=metadata, settings=settings,
+                  progress=_Progress("encoding", not quiet), overwrite=force)
+        extra = {}
     seconds = time.perf_counter() - t0
     with NNCFile(output) as f:
         summary = _summary(f.info())
     summary.update({"input": model, "output": output, "seconds": round(seconds, 3)})
+    summary.update(extra)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     elif not quiet:
@@ -234,6 +290,118 @@ def encode(model, output, target_snr, snr_scope, qp, step, small_snr, backend, l
                    f"{_human(summary['total_bytes'])} ({summary['ratio']:.1f}x), "
                    f"{summary['bits_per_element']:.3f} bits/weight over {summary['elements']} "
                    f"values, {seconds:.2f} s")
+        if "target" in summary:
+            click.echo(_target_line(summary["target"]))
+        if "task" in summary:
+            t = summary["task"]
+            click.echo(f"  {t['name']}: validation accuracy {100 * t['val_accuracy']:.2f}% (uncompressed "
+                       f"{100 * t['base_val_accuracy']:.2f}%), test {100 * t['test_accuracy']:.2f}% "
+                       f"(uncompressed {100 * t['base_test_accuracy']:.2f}%)")
+
+
+def _check_target_usage(target: dict, method: str, knobs, il, fl, snr_scope) -> None:
+    modes = [k for k in ("target_size", "target_bpw", "max_accuracy_drop") if target.get(k) is not None]
+    flag = {k: "--" + k.replace("_", "-") for k in ("target_size", "target_bpw", "max_accuracy_drop")}
+    if len(modes) > 1:
+        raise click.UsageError(f"give at most one of --target-size, --target-bpw and --max-accuracy-drop")
+    if target.get("max_accuracy_drop") is not None and target.get("task") is None:
+        raise click.UsageError("--max-accuracy-drop needs --task (the accuracy to keep)")
+    if target.get("sensitivity") == "fisher" and target.get("task") is None:
+        raise click.UsageError("--sensitivity fisher needs --task (its training data)")
+    if target.get("fisher_samples", 1) < 1:
+        raise click.UsageError("--fisher-samples must be at least 1")
+    if target.get("target_size") is not None and target["target_size"] <= 0:
+        raise click.UsageError("--target-size must be a positive number of bytes")
+    if target.get("target_bpw") is not None and not target["target_bpw"] > 0:
+        raise click.UsageError("--target-bpw must be positive")
+    if target.get("max_accuracy_drop") is not None and not target["max_accuracy_drop"] >= 0:
+        raise click.UsageError("--max-accuracy-drop must be >= 0 points")
+    if modes:
+        from .target import KNOBS
+
+        if method not in KNOBS:
+            raise click.UsageError(f"{flag[modes[0]]} searches a setting of --method {', '.join(KNOBS)}, "
+                                   f"not {method}")
+        if method == "uniform" and any(x is not None for x in knobs):
+            raise click.UsageError(f"{flag[modes[0]]} chooses the step itself: drop --target-snr/--qp/--step")
+        if method == "fixed" and (il is not None or fl is not None):
+            raise click.UsageError(f"{flag[modes[0]]} chooses the word length itself: drop --il/--fl")
+    if target.get("sensitivity") == "fisher":
+        if method != "uniform":
+            raise click.UsageError("--sensitivity fisher applies to --method uniform")
+        if snr_scope != "model" and not modes and knobs[1] is None and knobs[2] is None:
+            raise click.UsageError("--sensitivity fisher needs one model-wide step (--snr-scope model, "
+                                   "--qp or --step)")
+
+
+def _task_for(name: str, tensors: dict):
+    """The built-in task, after checking that the model fits it."""
+    from .tasks import get_task
+
+    task = get_task(name)
+    try:
+        task.evaluate(tensors, split="val")
+    except (RuntimeError, KeyError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise _Failure(f"the model does not fit task {name!r}: {first}") from None
+    return task
+
+
+def _encode_targeted(tensors, dtypes, metadata, settings, output, force, quiet, target):
+    """Encode with a target mode, sensitivity or a task; None when none of them is asked for."""
+    modes = {k: target[k] for k in ("target_size", "target_bpw", "max_accuracy_drop") if target[k] is not None}
+    if not modes and target["sensitivity"] == "none" and target["task"] is None:
+        return None
+    from .api import encode as _encode
+    from .atomic import atomic_write
+
+    say = (lambda line: None) if quiet else (lambda line: click.echo(f"nncodec: {line}", err=True))
+    task = _task_for(target["task"], tensors) if target["task"] else None
+    sensitivity = None
+    if target["sensitivity"] == "fisher":
+        from .sensitivity import fisher_diagonal
+
+        say(f"estimating Fisher sensitivities from {target['fisher_samples']} training examples of "
+            f"{target['task']}")
+        sensitivity = fisher_diagonal(task, state_dict=tensors, samples=target["fisher_samples"])
+    extra = {}
+    if modes:
+        from .target import encode_to_target
+
+        kw = dict(settings=settings, dtypes=dtypes, metadata=metadata, sensitivity=sensitivity,
+                  allocation=target["allocation"], progress=say, **modes)
+        if task is not None:
+            kw["evaluate"] = lambda sd: task.evaluate(sd, split="val")
+            kw["evaluate_test"] = lambda sd: task.evaluate(sd, split="test")
+        data, report = encode_to_target(tensors, **kw)
+        extra["target"] = report
+    else:
+        data = _encode(tensors, settings=settings, dtypes=dtypes, metadata=metadata, sensitivity=sensitivity,
+                       allocation=target["allocation"])
+        if task is not None:
+            from .api import decode as _decode
+
+            dec = _decode(data)
+            extra["task"] = {"name": task.name,
+                             "base_val_accuracy": task.evaluate(tensors, split="val"),
+                             "val_accuracy": task.evaluate(dec, split="val"),
+                             "base_test_accuracy": task.evaluate(tensors, split="test"),
+                             "test_accuracy": task.evaluate(dec, split="test")}
+    atomic_write(output, lambda f: f.write(data), overwrite=force)
+    return extra
+
+
+def _target_line(rep: dict) -> str:
+    text = f"  {rep['mode']} target: {rep['setting']} ({len(rep['trials'])} settings tried)"
+    if rep["mode"] == "size":
+        text += f", {rep['bytes']} of {rep['budget_bytes']} bytes"
+    else:
+        text += (f", validation accuracy {100 * rep['accuracy']:.2f}% (uncompressed "
+                 f"{100 * rep['base_accuracy']:.2f}%, drop {rep['accuracy_drop_points']:.2f} points)")
+    if "test_accuracy" in rep:
+        text += (f", test accuracy {100 * rep['test_accuracy']:.2f}% (uncompressed "
+                 f"{100 * rep['base_test_accuracy']:.2f}%)")
+    return text
 
 
 def _summary(info: dict) -> dict:

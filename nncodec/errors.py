@@ -59,3 +59,10 @@ class MissingDependencyError(ModelFileError, ImportError):
 
 class OutputExistsError(ModelFileError, FileExistsError):
     """The output file exists and ``force`` was not given."""
+
+
+# ---- target modes, raised by nncodec.target
+
+
+class TargetError(NNCodecError, ValueError):
+    """No setting on the searched grid meets the requested size or accuracy."""

@@ -36,6 +36,10 @@ class Task:
     metric: str = "accuracy"
     description: str = ""
     retrain_fn: Optional[Callable[..., Callable]] = None
+    # for sensitivity estimates (nncodec.sensitivity): a fresh torch model of the task's
+    # architecture, and the training split as numpy (X, y); never the validation or test split
+    build_model: Optional[Callable[[], Any]] = None
+    train_data: Optional[Callable[[], Any]] = None
 
 
 def _digits_eval(sd: Mapping[str, Any], split: str = "test") -> float:
@@ -61,16 +65,21 @@ TASKS = {
     "digits": lambda: Task("digits", digits.get_state_dict, _digits_eval,
                            description="CNN on scikit-learn's 8x8 digits (13,706 parameters); "
                                        "'val' is the training split",
-                           retrain_fn=_digits_retrain),
+                           retrain_fn=_digits_retrain, build_model=digits.build_model,
+                           train_data=lambda: digits.load_data()[:2]),
     "fashion": lambda: Task("fashion", lambda: fashion.get_state_dict("cnn"),
                             lambda sd, split="test": fashion.evaluate(sd, "cnn", split),
                             description="CNN on Fashion-MNIST (52,138 parameters)",
-                            retrain_fn=lambda epochs=2: fashion.retrain_fn("cnn", epochs=epochs)),
+                            retrain_fn=lambda epochs=2: fashion.retrain_fn("cnn", epochs=epochs),
+                            build_model=lambda: fashion.build_model("cnn"),
+                            train_data=lambda: fashion.load_data("train")),
     "fashion-lenet300": lambda: Task("fashion-lenet300", lambda: fashion.get_state_dict("lenet300"),
                                      lambda sd, split="test": fashion.evaluate(sd, "lenet300", split),
                                      description="LeNet-300-100 on Fashion-MNIST (266,610 parameters)",
                                      retrain_fn=lambda epochs=2: fashion.retrain_fn("lenet300",
-                                                                                    epochs=epochs)),
+                                                                                    epochs=epochs),
+                                     build_model=lambda: fashion.build_model("lenet300"),
+                                     train_data=lambda: fashion.load_data("train")),
 }
 
 
