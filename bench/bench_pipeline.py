@@ -199,30 +199,7 @@ def _peak_fields(mem: dict) -> dict:
 # environment
 # ---------------------------------------------------------------------------
 
-def git_commit() -> str:
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10)
-        if head.returncode != 0 or not head.stdout.strip():
-            return "uncommitted"
-        commit = head.stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True, timeout=10)
-        if dirty.returncode == 0 and dirty.stdout.strip():
-            commit += "+dirty"
-        return commit
-    except (OSError, subprocess.SubprocessError):
-        return "uncommitted"
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from bench_coder import cpu_model, git_commit  # noqa: E402  (one copy of the run metadata helpers)
 
 
 def small_snr_default() -> float:

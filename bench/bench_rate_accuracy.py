@@ -97,30 +97,10 @@ class SmallModel:
 
     def train_step(self, model, lr=2e-3, batch_size=128, seed=0):
         """One Adam step on a shuffled mini-batch of the training split (for dynamic network surgery)."""
-        import torch
+        from nncodec.prune import train_step
 
         X, y = self.task.train_data()
-        X, y = torch.from_numpy(np.ascontiguousarray(X)), torch.from_numpy(np.ascontiguousarray(y))
-        opt = torch.optim.Adam(model.parameters(), lr=lr)
-        gen = torch.Generator().manual_seed(seed)
-        state = {"perm": None, "pos": 0}
-        n = X.shape[0]
-
-        def step(m):
-            if state["perm"] is None or state["pos"] >= n:
-                state["perm"], state["pos"] = torch.randperm(n, generator=gen), 0
-            idx = state["perm"][state["pos"]:state["pos"] + batch_size]
-            state["pos"] += batch_size
-            m.train()
-            opt.zero_grad(set_to_none=True)
-            loss = torch.nn.functional.cross_entropy(m(X[idx]), y[idx])
-            loss.backward()
-            opt.step()
-            m.eval()
-            return float(loss.detach())
-
-        step.steps_per_epoch = -(-n // batch_size)
-        return step
+        return train_step(model, X, y, lr=lr, batch_size=batch_size, seed=seed)
 
 
 class EfficientNet:

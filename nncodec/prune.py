@@ -20,7 +20,7 @@ SCOPES = ("tensor", "global")
 
 __all__ = ["SCOPES", "is_prunable", "magnitude_mask", "row_mask", "global_threshold", "prune_masks",
            "prune_state_dict", "sparsity", "iterative_prune", "dynamic_network_surgery",
-           "digits_retrain", "digits_train_step"]
+           "digits_retrain", "digits_train_step", "train_step"]
 
 
 def is_prunable(shape) -> bool:
@@ -272,15 +272,21 @@ def _digits_model(state_dict):
 
 
 def digits_train_step(model, lr: float = 2e-3, batch_size: int = 128, seed: int = 0):
-    """A ``train_step(model)`` for ``dynamic_network_surgery`` on the digits CNN: Adam on
-    shuffled mini-batches of the training split; returns the batch loss. The returned callable
-    has ``steps_per_epoch``."""
-    import torch
-
+    """A ``train_step(model)`` for ``dynamic_network_surgery`` on the digits CNN (see
+    :func:`train_step`) over the training split of ``nncodec.tasks.digits``."""
     from .tasks import digits
 
     X_train, y_train, _, _ = digits.load_data()
-    X, y = torch.from_numpy(X_train), torch.from_numpy(y_train)
+    return train_step(model, X_train, y_train, lr=lr, batch_size=batch_size, seed=seed)
+
+
+def train_step(model, X, y, lr: float = 2e-3, batch_size: int = 128, seed: int = 0):
+    """A ``train_step(model)`` for ``dynamic_network_surgery``: Adam on shuffled mini-batches of
+    ``(X, y)`` (numpy arrays); returns the batch loss. The returned callable has
+    ``steps_per_epoch``."""
+    import torch
+
+    X, y = torch.from_numpy(np.ascontiguousarray(X)), torch.from_numpy(np.ascontiguousarray(y))
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     loss_fn = torch.nn.CrossEntropyLoss()

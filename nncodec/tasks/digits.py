@@ -113,29 +113,8 @@ def train(seed: int = 0, epochs: int = DEFAULT_EPOCHS, verbose: bool = False) ->
         X_train, y_train, _, _ = load_data()
         torch.manual_seed(seed)
         model = build_model()
-        X = torch.from_numpy(X_train)
-        y = torch.from_numpy(y_train)
-        gen = torch.Generator().manual_seed(seed)
-        opt = torch.optim.Adam(model.parameters(), lr=_LR)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
-        loss_fn = torch.nn.CrossEntropyLoss()
-        n = X.shape[0]
-        model.train()
-        for epoch in range(epochs):
-            perm = torch.randperm(n, generator=gen)
-            total = 0.0
-            for i in range(0, n, _BATCH_SIZE):
-                idx = perm[i:i + _BATCH_SIZE]
-                opt.zero_grad(set_to_none=True)
-                loss = loss_fn(model(X[idx]), y[idx])
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * idx.numel()
-            sched.step()
-            if verbose:
-                print(f"epoch {epoch + 1:3d}/{epochs}  loss {total / n:.4f}")
-        model.eval()
-        return {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return _common.fit(model, X_train, y_train, epochs=epochs, lr=_LR, batch_size=_BATCH_SIZE,
+                           seed=seed, verbose=verbose)
 
 
 def cache_path(seed: int = 0, epochs: int = DEFAULT_EPOCHS) -> Path:
