@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import io as _io
 import os
-from typing import Any, BinaryIO, Callable, Iterable, Mapping, Optional, Union
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping, Optional, Union
 
 import numpy as np
 
@@ -28,6 +28,57 @@ from .pipeline import (Settings, decode_tensor, dtype_name, encode_tensor, globa
 
 Progress = Optional[Callable[[str, int, int], None]]
 _FRAMEWORKS = ("numpy", "np", "torch", "pt")
+
+
+def default_threads() -> int:
+    """Worker threads for coding several tensors at once: ``NNCODEC_THREADS`` if set, else the
+    CPUs this process may run on (at most 8). The coder's loops run without the GIL, so the
+    threads run in parallel; the bytes written do not depend on the number of threads."""
+    env = os.environ.get("NNCODEC_THREADS", "").strip()
+    if env:
+        try:
+            n = int(env)
+        except ValueError:
+            raise ValueError(f"NNCODEC_THREADS must be a whole number, got {env!r}") from None
+        return max(1, n)
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(8, cpus))
+
+
+def _threads(threads: Optional[int]) -> int:
+    if threads is None:
+        return default_threads()
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive integer, got {threads!r}")
+    return threads
+
+
+def _ordered_map(fn: Callable, items: Iterable, threads: int) -> Iterable:
+    """``map(fn, items)`` in order, running up to ``threads`` calls at a time in worker threads.
+    At most 2 * threads items are taken ahead of the one being returned, so memory stays
+    bounded; the first exception is raised in the caller once its item's turn comes."""
+    if threads <= 1:
+        yield from map(fn, items)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    it = iter(items)
+    pending: deque = deque()
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="nncodec") as pool:
+        try:
+            for item in it:
+                pending.append(pool.submit(fn, item))
+                if len(pending) >= 2 * threads:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for f in pending:
+                f.cancel()
 
 
 def _to_numpy(name: str, value: Any, dtypes: Mapping[str, str]) -> tuple[np.ndarray, str]:
@@ -52,7 +103,8 @@ def _to_numpy(name: str, value: Any, dtypes: Mapping[str, str]) -> tuple[np.ndar
 
 
 def _records(tensors: Mapping[str, Any], settings: Settings, dtypes: Mapping[str, str],
-             progress: Progress, steps: Optional[Mapping[str, float]] = None) -> Iterable[TensorRecord]:
+             progress: Progress, steps: Optional[Mapping[str, float]] = None,
+             threads: int = 1) -> Iterable[TensorRecord]:
     names = list(tensors)
     threshold = None
     if settings.needs_global_pass:  # global pruning: one threshold over all weights, first
@@ -62,14 +114,19 @@ def _records(tensors: Mapping[str, Any], settings: Settings, dtypes: Mapping[str
     if settings.needs_model_step:  # model-wide target SNR: one step for all weights, first
         model_step = model_step_for(settings, (_to_numpy(n, tensors[n], dtypes) for n in names
                                                if isinstance(n, str)), threshold)
-    for i, name in enumerate(names):
+    for name in names:
         if not isinstance(name, str):
             raise TypeError(f"tensor names must be strings, got {name!r}")
+
+    def one(name: str) -> TensorRecord:
         arr, dtype = _to_numpy(name, tensors[name], dtypes)
+        return encode_tensor(name, arr, dtype, settings, global_threshold=threshold,
+                             model_step=steps.get(name, model_step) if steps else model_step)
+
+    for i, record in enumerate(_ordered_map(one, names, threads)):
         if progress is not None:
-            progress(name, i, len(names))
-        yield encode_tensor(name, arr, dtype, settings, global_threshold=threshold,
-                            model_step=steps.get(name, model_step) if steps else model_step)
+            progress(record.name, i, len(names))
+        yield record
     if progress is not None:
         progress("", len(names), len(names))
 
@@ -153,7 +210,7 @@ def _with_sensitivity(tensors, s: Settings, dtypes, sensitivity, allocation):
 def encode(tensors: Mapping[str, Any], *, metadata: Optional[Mapping[str, str]] = None,
            dtypes: Optional[Mapping[str, str]] = None, settings: Optional[Settings] = None,
            progress: Progress = None, sensitivity: Optional[Mapping[str, Any]] = None,
-           allocation: str = "rd", **kwargs) -> bytes:
+           allocation: str = "rd", threads: Optional[int] = None, **kwargs) -> bytes:
     """Compress a dict of tensors into ``.nnc`` bytes.
 
     ``sensitivity``: ``{tensor name: F}`` (e.g. ``nncodec.sensitivity.fisher_diagonal``) spreads
@@ -168,22 +225,28 @@ def encode(tensors: Mapping[str, Any], *, metadata: Optional[Mapping[str, str]] 
     (fraction), ``prune_scope`` (``"tensor"``/``"global"``), ``prune_structured``; ``rdoq``,
     ``dq`` and ``rd_lambda`` (rate-distortion optimized / dependent quantization of the weights,
     ``nncodec.quantize.rdq``).
+
+    ``threads``: tensors coded at once (default ``default_threads()``); the bytes are the same
+    for any number.
     """
     s = _settings(settings, kwargs)
+    n = _threads(threads)
     steps, note = _with_sensitivity(tensors, s, dtypes or {}, sensitivity, allocation)
-    return container.pack(_records(tensors, s, dtypes or {}, progress, steps), _metadata(metadata, s, note))
+    return container.pack(_records(tensors, s, dtypes or {}, progress, steps, n), _metadata(metadata, s, note))
 
 
 def save_file(tensors: Mapping[str, Any], target: Union[str, os.PathLike, BinaryIO], *,
               metadata: Optional[Mapping[str, str]] = None, dtypes: Optional[Mapping[str, str]] = None,
               settings: Optional[Settings] = None, progress: Progress = None, overwrite: bool = True,
-              sensitivity: Optional[Mapping[str, Any]] = None, allocation: str = "rd", **kwargs) -> None:
+              sensitivity: Optional[Mapping[str, Any]] = None, allocation: str = "rd",
+              threads: Optional[int] = None, **kwargs) -> None:
     """Like ``encode``, written to a path (atomically) or a binary file object.
 
     With ``overwrite=False`` an existing path is left alone (``OutputExistsError``)."""
     s = _settings(settings, kwargs)
+    n = _threads(threads)
     steps, note = _with_sensitivity(tensors, s, dtypes or {}, sensitivity, allocation)
-    container.write(target, _records(tensors, s, dtypes or {}, progress, steps), _metadata(metadata, s, note),
+    container.write(target, _records(tensors, s, dtypes or {}, progress, steps, n), _metadata(metadata, s, note),
                     overwrite=overwrite)
 
 
@@ -246,6 +309,28 @@ class NNCFile:
         arr = decode_tensor(info, self._reader.read_payload(name))
         return _convert(arr, info.dtype, self.framework)
 
+    def iter_tensors(self, names: Optional[Iterable[str]] = None, *, threads: Optional[int] = None,
+                     progress: Progress = None) -> Iterator[tuple[str, Any]]:
+        """``(name, tensor)`` for ``names`` (default: all, in the stored order), decoding up to
+        ``threads`` tensors at once (default ``default_threads()``). Payloads are read here, one
+        after the other, and decoded in worker threads; the results do not depend on ``threads``."""
+        names = self.keys() if names is None else list(names)
+        n = _threads(threads)
+
+        def read(name: str):
+            return name, self._reader.record_info(name), self._reader.read_payload(name)
+
+        def work(item):
+            name, info, payload = item
+            return name, _convert(decode_tensor(info, payload), info.dtype, self.framework)
+
+        for i, (name, value) in enumerate(_ordered_map(work, map(read, names), n)):
+            if progress is not None:
+                progress(name, i, len(names))
+            yield name, value
+        if progress is not None:
+            progress("", len(names), len(names))
+
     def get_layout(self, name: str, kind: Optional[str] = None):
         """The tensor's quantized levels as a ``nncodec.sparse`` layout object (Dense, CSR
         or WS; a weight of shape (out, ...) is an out x rest matrix), without building a
@@ -283,15 +368,26 @@ class NNCFile:
             t["bits_per_element"] = (8.0 * t["bytes"] / numel) if numel else 0.0
         return out
 
-    def verify(self) -> list[str]:
+    def verify(self, *, threads: Optional[int] = None) -> list[str]:
         """Check every checksum and decode every tensor; returns the problems found."""
-        problems = []
-        for name in self.keys():
+
+        def read(name: str):
             try:
-                decode_tensor(self._reader.record_info(name), self._reader.read_payload(name))
+                return name, self._reader.record_info(name), self._reader.read_payload(name)
             except FormatError as exc:
-                problems.append(f"tensor {name!r}: {exc}")
-        return problems
+                return name, None, exc
+
+        def check(item) -> Optional[str]:
+            name, info, payload = item
+            try:
+                if info is None:
+                    raise payload
+                decode_tensor(info, payload)
+            except FormatError as exc:
+                return f"tensor {name!r}: {exc}"
+            return None
+
+        return [p for p in _ordered_map(check, map(read, self.keys()), _threads(threads)) if p]
 
 
 def open(source, framework: str = "numpy") -> NNCFile:  # noqa: A001 - mirrors safetensors.safe_open
@@ -299,13 +395,15 @@ def open(source, framework: str = "numpy") -> NNCFile:  # noqa: A001 - mirrors s
     return NNCFile(source, framework)
 
 
-def decode(data: Union[bytes, bytearray, memoryview], *, framework: str = "numpy") -> dict:
-    """Decode ``.nnc`` bytes into a dict of tensors (in the stored order)."""
+def decode(data: Union[bytes, bytearray, memoryview], *, framework: str = "numpy",
+           threads: Optional[int] = None) -> dict:
+    """Decode ``.nnc`` bytes into a dict of tensors (in the stored order); ``threads`` as in
+    ``NNCFile.iter_tensors``."""
     with NNCFile(_io.BytesIO(bytes(data)), framework) as f:
-        return {name: f.get_tensor(name) for name in f.keys()}
+        return dict(f.iter_tensors(threads=threads))
 
 
-def load_file(source, *, framework: str = "numpy") -> dict:
+def load_file(source, *, framework: str = "numpy", threads: Optional[int] = None) -> dict:
     """Decode a whole ``.nnc`` file (path or binary file object)."""
     with NNCFile(source, framework) as f:
-        return {name: f.get_tensor(name) for name in f.keys()}
+        return dict(f.iter_tensors(threads=threads))

@@ -94,6 +94,12 @@ class _Progress:
             self.bar.__exit__(None, None, None)
 
 
+def _threads_option(f):
+    return click.option("-T", "--threads", type=click.IntRange(min=1), default=None, metavar="N",
+                        help="Tensors coded at once (default: the CPUs available, at most 8; env "
+                             "NNCODEC_THREADS). The output does not depend on it.")(f)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-V", "--version", prog_name="nncodec")
 def main():
@@ -210,11 +216,12 @@ def _target_options(fn):
 @click.option("-f", "--force", is_flag=True, help="Overwrite the output if it exists.")
 @click.option("-q", "--quiet", is_flag=True, help="No summary line, no progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@_threads_option
 @_target_options
 @_fail_on_expected_errors
 def encode(model, output, target_snr, snr_scope, qp, step, small_snr, backend, lossless, method, bits, il, fl, rounding,
            seed, k, kmeans_init, pq_dim, rq_stages, ternary_threshold, prune, prune_threshold, prune_global,
-           prune_structured, rdoq, dq, rd_lambda, force, quiet, as_json):
+           prune_structured, rdoq, dq, rd_lambda, force, quiet, as_json, threads):
     """Compress MODEL (.pt state_dict, .safetensors or .npz) into a .nnc file.
 
     \b
@@ -276,7 +283,7 @@ def encode(model, output, target_snr, snr_scope, qp, step, small_snr, backend, l
                              click.get_current_context().meta[_TARGET_KEY])
     if extra is None:
         save_file(tensors, output, dtypes=dtypes, metadata=metadata, settings=settings,
-                  progress=_Progress("encoding", not quiet), overwrite=force)
+                  progress=_Progress("encoding", not quiet), overwrite=force, threads=threads)
         extra = {}
     seconds = time.perf_counter() - t0
     with NNCFile(output) as f:
@@ -430,8 +437,9 @@ def _numel(shape) -> int:
               help="Output model file: .pt, .safetensors or .npz (chosen by the suffix).")
 @click.option("-f", "--force", is_flag=True, help="Overwrite the output if it exists.")
 @click.option("-q", "--quiet", is_flag=True, help="No summary line, no progress bar.")
+@_threads_option
 @_fail_on_expected_errors
-def decode(nnc, output, force, quiet):
+def decode(nnc, output, force, quiet, threads):
     """Decode NNC back into a model file, each tensor in its original dtype.
 
     \b
@@ -447,13 +455,9 @@ def decode(nnc, output, force, quiet):
     t0 = time.perf_counter()
     tensors, dtypes = {}, {}
     with NNCFile(nnc) as f:
-        names = f.keys()
-        progress = _Progress("decoding", not quiet)
-        for i, name in enumerate(names):
-            progress(name, i, len(names))
-            tensors[name] = f.get_tensor(name)
+        for name, value in f.iter_tensors(threads=threads, progress=_Progress("decoding", not quiet)):
+            tensors[name] = value
             dtypes[name] = f.dtype(name)
-        progress("", len(names), len(names))
         metadata = {k: v for k, v in f.metadata().items() if not k.startswith("nncodec.")}
     if output.lower().endswith((".pt", ".pth")):
         metadata = None  # a state_dict file has no place for it
@@ -518,8 +522,9 @@ def info(nnc, as_json):
 @main.command()
 @click.argument("nnc", type=click.Path(dir_okay=False))
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing; use the exit code.")
+@_threads_option
 @_fail_on_expected_errors
-def verify(nnc, quiet):
+def verify(nnc, quiet, threads):
     """Check every checksum of NNC and decode every tensor (like `zstd -t`).
 
     Exit code 0 when intact, 3 when anything is corrupt or missing.
@@ -529,7 +534,7 @@ def verify(nnc, quiet):
       nncodec verify model.nnc && echo intact
     """
     with NNCFile(nnc) as f:
-        problems = f.verify()
+        problems = f.verify(threads=threads)
         n = len(f)
     if problems:
         for p in problems:

@@ -25,6 +25,7 @@ __all__ = ["snr_db", "step_for_snr", "step_for_snr_many", "quantize", "dequantiz
 
 _I32_MIN = float(np.iinfo(np.int32).min)
 _I32_MAX = float(np.iinfo(np.int32).max)
+_DB_PER_LN_STEP = 20.0 / math.log(10.0)  # the SNR falls ~8.7 dB per unit of ln(step)
 
 
 def _as_array(w) -> np.ndarray:
@@ -115,18 +116,20 @@ def _snr_at(ws, signal: float, step: float) -> float:
     return 10.0 * math.log10(signal / noise)
 
 
-def step_for_snr(w, target_db: float, iters: int = 60) -> float:
+def step_for_snr(w, target_db: float, iters: int = 60, tol_db: float = 1e-3) -> float:
     """Uniform step so that ``rint(w/step)*step`` has weight SNR >= ``target_db``.
 
     Bisection on ``log(step)`` between a step small enough to meet the target
     and one too large to; returns the largest step found that meets the
-    target (a deterministic Python float).  For an all-zero tensor any step
-    is lossless and ``1.0`` is returned.
+    target (a deterministic Python float).  The search stops early once a
+    step within ``tol_db`` above the target is found (a step 1e-4 relative
+    larger would change the rate by about 1e-4 bits a weight).  For an
+    all-zero tensor any step is lossless and ``1.0`` is returned.
     """
-    return step_for_snr_many([w], target_db, iters)
+    return step_for_snr_many([w], target_db, iters, tol_db)
 
 
-def step_for_snr_many(tensors, target_db: float, iters: int = 60) -> float:
+def step_for_snr_many(tensors, target_db: float, iters: int = 60, tol_db: float = 1e-3) -> float:
     """One step for several tensors together: the SNR is that of all their
     values at once (sum of w^2 over sum of squared errors), as ``step_for_snr``
     for their concatenation, computed without concatenating."""
@@ -143,29 +146,51 @@ def step_for_snr_many(tensors, target_db: float, iters: int = 60) -> float:
         return 1.0
     size = sum(w.size for w in ws)
     target = float(target_db)
-    # Upper bracket: with step > 2*amax everything rounds to 0 -> SNR 0 dB.
-    hi = 4.0 * amax
-    if _snr_at(ws, signal, hi) >= target:
-        return hi
-    # Lower bracket: uniform-noise model (noise ~ n*step^2/12) suggests a step;
-    # shrink until the target is met.
+    hi = 4.0 * amax  # with step > 2*amax everything rounds to 0 -> SNR 0 dB
+    # First guesses: the uniform-noise model (noise ~ n*step^2/12) gives a step, and the SNR
+    # falls about 20 dB a decade of step from there; a few such Newton steps on log(step)
+    # usually bracket the target within a hundredth of a dB.
     rms = math.sqrt(signal / size)
-    lo = rms * math.sqrt(12.0) * 10.0 ** (-target / 20.0) / 4.0
-    lo = min(lo, hi / 2.0)
-    while _snr_at(ws, signal, lo) < target:
-        lo /= 4.0
-        if lo < amax * 1e-12:
-            # the int32 range, not the target, is the limit here
-            return lo
-    # Between the brackets, the SNR falls almost linearly in log(step) (about 20 dB a
-    # decade): regula falsi with the Illinois rule finds the crossing in a few passes
-    # over the weights, where plain bisection needs about 30.
-    llo, lhi = math.log(lo), math.log(hi)
-    flo = _snr_at(ws, signal, lo) - target      # >= 0: meets the target
-    fhi = _snr_at(ws, signal, hi) - target      # < 0
+    guess = min(rms * math.sqrt(12.0) * 10.0 ** (-target / 20.0), hi / 2.0)
+    llo = flo = lhi = fhi = None
+    ls = math.log(guess)
+    for _ in range(4):
+        f = _snr_at(ws, signal, math.exp(ls)) - target
+        if f >= 0:
+            if llo is None or ls > llo:
+                llo, flo = ls, f
+            if f <= tol_db:
+                return float(math.exp(llo))
+        elif lhi is None or ls < lhi:
+            lhi, fhi = ls, f
+        if llo is not None and lhi is not None:
+            break
+        if math.isinf(f):
+            ls += 1.0
+        else:  # aim a little above the target, so that the step meets it
+            ls += max(-2.0, min(2.0, (f - 0.5 * tol_db) / _DB_PER_LN_STEP))
+    if lhi is None:
+        f = _snr_at(ws, signal, hi) - target
+        if f >= 0:
+            return hi
+        lhi, fhi = math.log(hi), f
+    if llo is None:
+        lo = math.exp(lhi)
+        while True:
+            lo /= 4.0
+            if lo < amax * 1e-12:
+                return lo  # the int32 range, not the target, is the limit here
+            f = _snr_at(ws, signal, lo) - target
+            if f >= 0:
+                break
+        llo, flo = math.log(lo), f
+    # Between the brackets, the SNR falls almost linearly in log(step): regula falsi with the
+    # Illinois rule finds the crossing in a few passes over the weights.
     side = 0
     for _ in range(iters):
         if lhi - llo < 1e-7:  # step known to 1e-7 relative: far finer than any SNR target needs
+            break
+        if flo <= tol_db:  # close enough above the target
             break
         if math.isinf(flo):
             mid = 0.5 * (llo + lhi)

@@ -272,3 +272,51 @@ def test_compiled_dequantization_rounds_as_numpy():
         with np.errstate(over="ignore"):
             ref = (q.astype(np.float64) * step).astype(np.float32)
         assert np.array_equal(out.view(np.uint32), ref.view(np.uint32))
+
+
+@pytest.mark.parametrize("settings", [dict(target_snr=30), dict(method="kmeans", k=16),
+                                      dict(target_snr=25, dq=True, rdoq=True)])
+def test_threads_do_not_change_the_bytes(settings):
+    model = {**_model(1), **{f"layer{i}.weight": (np.random.default_rng(i).standard_normal((24, 40)) * 0.1)
+                             .astype(np.float32) for i in range(6)}}
+    one = nncodec.encode(model, threads=1, **settings)
+    for n in (2, 3, 8):
+        assert nncodec.encode(model, threads=n, **settings) == one
+    ref = nncodec.decode(one, threads=1)
+    for n in (2, 5):
+        out = nncodec.decode(one, threads=n)
+        assert list(out) == list(ref)
+        for k in ref:
+            assert out[k].dtype == ref[k].dtype and np.array_equal(out[k], ref[k], equal_nan=True)
+
+
+def test_threads_setting_and_environment(monkeypatch):
+    model = _model(2)
+    with pytest.raises(ValueError, match="threads"):
+        nncodec.encode(model, threads=0)
+    with pytest.raises(ValueError, match="threads"):
+        nncodec.decode(nncodec.encode(model), threads=-1)
+    monkeypatch.setenv("NNCODEC_THREADS", "3")
+    assert nncodec.default_threads() == 3
+    monkeypatch.setenv("NNCODEC_THREADS", "many")
+    with pytest.raises(ValueError, match="NNCODEC_THREADS"):
+        nncodec.default_threads()
+    monkeypatch.delenv("NNCODEC_THREADS")
+    assert 1 <= nncodec.default_threads() <= 8
+
+
+def test_threaded_decode_reports_the_damaged_tensor():
+    model = {f"t{i}": np.random.default_rng(i).standard_normal((16, 32)).astype(np.float32) for i in range(8)}
+    data = bytearray(nncodec.encode(model, target_snr=30))
+    with nncodec.open(bytes(data)) as f:
+        info = f._reader.record_info("t5")
+    data[info.offset + info.length // 2] ^= 0x10
+    with pytest.raises(ChecksumError, match="t5"):
+        nncodec.decode(bytes(data), threads=4)
+    with nncodec.open(bytes(data)) as f:
+        problems = f.verify(threads=4)
+    assert len(problems) == 1 and "t5" in problems[0]
+    seen = []
+    with nncodec.open(nncodec.encode(model, target_snr=30)) as f:
+        got = dict(f.iter_tensors(["t3", "t1"], threads=2, progress=lambda n, i, t: seen.append((n, i, t))))
+    assert list(got) == ["t3", "t1"] and seen[-1] == ("", 2, 2) and seen[0] == ("t3", 0, 2)

@@ -123,3 +123,21 @@ def test_verify_catches_every_single_bit_flip_in_a_payload(tmp_path, model_file)
             bad[pos] ^= 1 << bit
             with nncodec.open(bytes(bad)) as f:
                 assert f.verify(), (pos, bit)
+
+
+def test_threads_option_gives_the_same_files(tmp_path, model_file):
+    src, tensors = model_file
+    files = []
+    for n in (1, 3):
+        out = tmp_path / f"m{n}.nnc"
+        r = run("encode", src, "-o", out, "--target-snr", 30, "--threads", n)
+        assert r.exit_code == 0, r.output
+        files.append(out.read_bytes())
+        assert run("verify", out, "-T", n).exit_code == 0
+        r = run("decode", out, "-o", tmp_path / f"d{n}.npz", "-T", n)
+        assert r.exit_code == 0, r.output
+    assert files[0] == files[1]
+    a, b = read_model(tmp_path / "d1.npz")[0], read_model(tmp_path / "d3.npz")[0]
+    assert all(np.array_equal(a[k], b[k]) for k in tensors)
+    r = run("encode", src, "-o", tmp_path / "x.nnc", "--threads", 0)
+    assert r.exit_code == 2 and "threads" in r.output.lower()

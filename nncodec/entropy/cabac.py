@@ -42,7 +42,7 @@ SLOW_RANGE = (cabac_ref.MIN_SLOW, cabac_ref.MAX_SLOW)
 K_CANDIDATES = (0, 1, 2)
 RATE_CANDIDATES = ((4, 9), (5, 10), (8, 11), (4, 11))
 DEFAULT_RATES = (5, 10)  # used while K and E are searched, and for all-zero tensors
-SEARCH_SAMPLE = 8192  # tensors with more levels are searched on about this many (whole rows)
+SEARCH_SAMPLE = 2048  # tensors with more levels are searched on about this many (whole rows)
 
 _STATUS_MESSAGES = {
     1: (TruncatedError, "coded levels run past the end of the data (truncated stream)"),
