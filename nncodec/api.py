@@ -56,6 +56,14 @@ def _threads(threads: Optional[int]) -> int:
     return threads
 
 
+# Below this many values in all, one thread codes them faster than starting a pool would.
+_PARALLEL_MIN_VALUES = 1 << 16
+
+
+def _numel(value: Any) -> int:
+    return int(value.numel()) if callable(getattr(value, "numel", None)) else int(np.size(value))
+
+
 def _ordered_map(fn: Callable, items: Iterable, threads: int) -> Iterable:
     """``map(fn, items)`` in order, running up to ``threads`` calls at a time in worker threads.
     At most 2 * threads items are taken ahead of the one being returned, so memory stays
@@ -123,6 +131,8 @@ def _records(tensors: Mapping[str, Any], settings: Settings, dtypes: Mapping[str
         return encode_tensor(name, arr, dtype, settings, global_threshold=threshold,
                              model_step=steps.get(name, model_step) if steps else model_step)
 
+    if threads > 1 and sum(_numel(tensors[n]) for n in names) < _PARALLEL_MIN_VALUES:
+        threads = 1
     for i, record in enumerate(_ordered_map(one, names, threads)):
         if progress is not None:
             progress(record.name, i, len(names))
@@ -316,6 +326,8 @@ class NNCFile:
         after the other, and decoded in worker threads; the results do not depend on ``threads``."""
         names = self.keys() if names is None else list(names)
         n = _threads(threads)
+        if n > 1 and sum(self._reader.record_info(k).numel for k in names) < _PARALLEL_MIN_VALUES:
+            n = 1
 
         def read(name: str):
             return name, self._reader.record_info(name), self._reader.read_payload(name)

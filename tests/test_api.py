@@ -276,7 +276,8 @@ def test_compiled_dequantization_rounds_as_numpy():
 
 @pytest.mark.parametrize("settings", [dict(target_snr=30), dict(method="kmeans", k=16),
                                       dict(target_snr=25, dq=True, rdoq=True)])
-def test_threads_do_not_change_the_bytes(settings):
+def test_threads_do_not_change_the_bytes(settings, monkeypatch):
+    monkeypatch.setattr(nncodec.api, "_PARALLEL_MIN_VALUES", 0)  # small tensors: threads all the same
     model = {**_model(1), **{f"layer{i}.weight": (np.random.default_rng(i).standard_normal((24, 40)) * 0.1)
                              .astype(np.float32) for i in range(6)}}
     one = nncodec.encode(model, threads=1, **settings)
@@ -305,7 +306,8 @@ def test_threads_setting_and_environment(monkeypatch):
     assert 1 <= nncodec.default_threads() <= 8
 
 
-def test_threaded_decode_reports_the_damaged_tensor():
+def test_threaded_decode_reports_the_damaged_tensor(monkeypatch):
+    monkeypatch.setattr(nncodec.api, "_PARALLEL_MIN_VALUES", 0)
     model = {f"t{i}": np.random.default_rng(i).standard_normal((16, 32)).astype(np.float32) for i in range(8)}
     data = bytearray(nncodec.encode(model, target_snr=30))
     with nncodec.open(bytes(data)) as f:
@@ -320,3 +322,30 @@ def test_threaded_decode_reports_the_damaged_tensor():
     with nncodec.open(nncodec.encode(model, target_snr=30)) as f:
         got = dict(f.iter_tensors(["t3", "t1"], threads=2, progress=lambda n, i, t: seen.append((n, i, t))))
     assert list(got) == ["t3", "t1"] and seen[-1] == ("", 2, 2) and seen[0] == ("t3", 0, 2)
+
+
+def test_ordered_map_runs_in_workers_keeps_order_and_raises():
+    import threading
+    import time as _time
+
+    from nncodec.api import _ordered_map
+
+    def slow(i):
+        _time.sleep(0.002 * (i % 3))
+        return i, threading.current_thread().name
+
+    out = list(_ordered_map(slow, range(20), 3))
+    assert [i for i, _ in out] == list(range(20))
+    assert all(name.startswith("nncodec") for _, name in out)
+    assert all(name == threading.current_thread().name for _, name in _ordered_map(slow, range(3), 1))
+
+    def bad(i):
+        if i == 7:
+            raise FormatError("item 7 is bad")
+        return i
+
+    got = []
+    with pytest.raises(FormatError, match="item 7"):
+        for v in _ordered_map(bad, range(50), 4):
+            got.append(v)
+    assert got == list(range(7))
