@@ -23,70 +23,13 @@ import numpy as np
 from . import container
 from .container import Reader, TensorRecord
 from .errors import FormatError
+from . import _parallel
+from ._parallel import default_threads, numel as _numel, ordered_map as _ordered_map, threads_arg as _threads
 from .pipeline import (Settings, decode_tensor, dtype_name, encode_tensor, global_prune_threshold,
                        model_step_for)
 
 Progress = Optional[Callable[[str, int, int], None]]
 _FRAMEWORKS = ("numpy", "np", "torch", "pt")
-
-
-def default_threads() -> int:
-    """Worker threads for coding several tensors at once: ``NNCODEC_THREADS`` if set, else the
-    CPUs this process may run on (at most 8). The coder's loops run without the GIL, so the
-    threads run in parallel; the bytes written do not depend on the number of threads."""
-    env = os.environ.get("NNCODEC_THREADS", "").strip()
-    if env:
-        try:
-            n = int(env)
-        except ValueError:
-            raise ValueError(f"NNCODEC_THREADS must be a whole number, got {env!r}") from None
-        return max(1, n)
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # pragma: no cover - not Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(8, cpus))
-
-
-def _threads(threads: Optional[int]) -> int:
-    if threads is None:
-        return default_threads()
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads must be a positive integer, got {threads!r}")
-    return threads
-
-
-# Below this many values in all, one thread codes them faster than starting a pool would.
-_PARALLEL_MIN_VALUES = 1 << 16
-
-
-def _numel(value: Any) -> int:
-    return int(value.numel()) if callable(getattr(value, "numel", None)) else int(np.size(value))
-
-
-def _ordered_map(fn: Callable, items: Iterable, threads: int) -> Iterable:
-    """``map(fn, items)`` in order, running up to ``threads`` calls at a time in worker threads.
-    At most 2 * threads items are taken ahead of the one being returned, so memory stays
-    bounded; the first exception is raised in the caller once its item's turn comes."""
-    if threads <= 1:
-        yield from map(fn, items)
-        return
-    from collections import deque
-    from concurrent.futures import ThreadPoolExecutor
-
-    it = iter(items)
-    pending: deque = deque()
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="nncodec") as pool:
-        try:
-            for item in it:
-                pending.append(pool.submit(fn, item))
-                if len(pending) >= 2 * threads:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
-        finally:
-            for f in pending:
-                f.cancel()
 
 
 def _to_numpy(name: str, value: Any, dtypes: Mapping[str, str]) -> tuple[np.ndarray, str]:
@@ -121,7 +64,7 @@ def _records(tensors: Mapping[str, Any], settings: Settings, dtypes: Mapping[str
     model_step = None
     if settings.needs_model_step:  # model-wide target SNR: one step for all weights, first
         model_step = model_step_for(settings, (_to_numpy(n, tensors[n], dtypes) for n in names
-                                               if isinstance(n, str)), threshold)
+                                               if isinstance(n, str)), threshold, threads=threads)
     for name in names:
         if not isinstance(name, str):
             raise TypeError(f"tensor names must be strings, got {name!r}")
@@ -131,7 +74,7 @@ def _records(tensors: Mapping[str, Any], settings: Settings, dtypes: Mapping[str
         return encode_tensor(name, arr, dtype, settings, global_threshold=threshold,
                              model_step=steps.get(name, model_step) if steps else model_step)
 
-    if threads > 1 and sum(_numel(tensors[n]) for n in names) < _PARALLEL_MIN_VALUES:
+    if threads > 1 and sum(_numel(tensors[n]) for n in names) < _parallel.PARALLEL_MIN_VALUES:
         threads = 1
     for i, record in enumerate(_ordered_map(one, names, threads)):
         if progress is not None:
@@ -326,7 +269,7 @@ class NNCFile:
         after the other, and decoded in worker threads; the results do not depend on ``threads``."""
         names = self.keys() if names is None else list(names)
         n = _threads(threads)
-        if n > 1 and sum(self._reader.record_info(k).numel for k in names) < _PARALLEL_MIN_VALUES:
+        if n > 1 and sum(self._reader.record_info(k).numel for k in names) < _parallel.PARALLEL_MIN_VALUES:
             n = 1
 
         def read(name: str):

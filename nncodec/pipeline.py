@@ -37,7 +37,7 @@ from typing import Iterable, Optional
 
 import numpy as np
 
-from . import bf16
+from . import _parallel, bf16
 from . import prune as _prune
 from . import quantize as _quantize
 from .container import DTYPES, RecordInfo, TensorRecord
@@ -378,7 +378,7 @@ def _rd_stage(step: float, settings: Settings) -> dict:
     return {"id": "dq" if settings.dq else "uniform", "step": float(step)}
 
 
-def rd_step_reaching(tensors, target: float, settings: Settings, tol: float = 0.02) -> float:
+def rd_step_reaching(tensors, target: float, settings: Settings, tol: float = 0.02, threads: int = 1) -> float:
     """A step with which the rate-distortion search of ``settings`` brings the weight tensors
     ``tensors`` ((1-D values, row length, dtype) triples) together to at least ``target`` dB of
     weight SNR, and at most ``target + tol`` when the search can get there. The quantizer runs
@@ -396,18 +396,27 @@ def rd_step_reaching(tensors, target: float, settings: Settings, tol: float = 0.
 
     found = {}
 
+    if threads > 1 and sum(w.size for w, _, _ in tensors) < _parallel.PARALLEL_MIN_VALUES:
+        threads = 1
+    keys = [_tensor_key(w, r) for w, r, _ in tensors]
+
     def snr(ls: float, stored: tuple = ("float16", "bfloat16")) -> float:
         step = math.exp(ls)
-        err = 0.0
-        found.clear()
-        for w, r, d in tensors:
+
+        def one(t):
+            w, r, d = t
             levels, e = _rd_levels(w, step, r, settings)
-            found[_tensor_key(w, r)] = (levels, e)
             if d in stored:  # the error after rounding to the stored dtype
                 x = w.astype(np.float64)
                 dv = x - _stored(_rdq.reconstruct(levels, step, settings.dq), d)
-                e = float(np.dot(dv, dv))
-            err += e
+                return levels, e, float(np.dot(dv, dv))
+            return levels, e, e
+
+        err = 0.0
+        found.clear()
+        for key, (levels, e, e_stored) in zip(keys, _parallel.ordered_map(one, tensors, threads)):
+            found[key] = (levels, e)
+            err += e_stored  # summed in tensor order, whatever the threads
         return math.inf if err == 0.0 else 10.0 * math.log10(signal / err)
 
     def checked(ls: float) -> float:
@@ -483,7 +492,7 @@ def _weights(arr: np.ndarray, dtype: str) -> np.ndarray:
 
 
 def model_step_for(settings: Settings, tensors: Iterable[tuple[np.ndarray, str]],
-                   global_threshold: Optional[float] = None) -> Optional[float]:
+                   global_threshold: Optional[float] = None, threads: int = 1) -> Optional[float]:
     """The one step that brings all weight tensors (float, two or more dimensions) together
     to ``settings.target`` dB of weight SNR, rounding to their stored dtypes included;
     None when the settings do not ask for it. With pruning, the SNR is that of the weights
@@ -506,7 +515,8 @@ def model_step_for(settings: Settings, tensors: Iterable[tuple[np.ndarray, str]]
         return None
     target = settings.target
     if settings.rd_search:
-        return rd_step_reaching([(w, r, d) for (w, d), r in zip(pairs, rows)], target, settings)
+        return rd_step_reaching([(w, r, d) for (w, d), r in zip(pairs, rows)], target, settings,
+                                threads=threads)
     step = step_for_snr_many([w for w, _ in pairs], target)
     if all(d == "float64" for _, d in pairs):
         return step

@@ -277,7 +277,7 @@ def test_compiled_dequantization_rounds_as_numpy():
 @pytest.mark.parametrize("settings", [dict(target_snr=30), dict(method="kmeans", k=16),
                                       dict(target_snr=25, dq=True, rdoq=True)])
 def test_threads_do_not_change_the_bytes(settings, monkeypatch):
-    monkeypatch.setattr(nncodec.api, "_PARALLEL_MIN_VALUES", 0)  # small tensors: threads all the same
+    monkeypatch.setattr(nncodec._parallel, "PARALLEL_MIN_VALUES", 0)  # small tensors: threads all the same
     model = {**_model(1), **{f"layer{i}.weight": (np.random.default_rng(i).standard_normal((24, 40)) * 0.1)
                              .astype(np.float32) for i in range(6)}}
     one = nncodec.encode(model, threads=1, **settings)
@@ -307,7 +307,7 @@ def test_threads_setting_and_environment(monkeypatch):
 
 
 def test_threaded_decode_reports_the_damaged_tensor(monkeypatch):
-    monkeypatch.setattr(nncodec.api, "_PARALLEL_MIN_VALUES", 0)
+    monkeypatch.setattr(nncodec._parallel, "PARALLEL_MIN_VALUES", 0)
     model = {f"t{i}": np.random.default_rng(i).standard_normal((16, 32)).astype(np.float32) for i in range(8)}
     data = bytearray(nncodec.encode(model, target_snr=30))
     with nncodec.open(bytes(data)) as f:
@@ -328,7 +328,7 @@ def test_ordered_map_runs_in_workers_keeps_order_and_raises():
     import threading
     import time as _time
 
-    from nncodec.api import _ordered_map
+    from nncodec._parallel import ordered_map as _ordered_map
 
     def slow(i):
         _time.sleep(0.002 * (i % 3))

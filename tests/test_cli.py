@@ -126,7 +126,7 @@ def test_verify_catches_every_single_bit_flip_in_a_payload(tmp_path, model_file)
 
 
 def test_threads_option_gives_the_same_files(tmp_path, model_file, monkeypatch):
-    monkeypatch.setattr(nncodec.api, "_PARALLEL_MIN_VALUES", 0)
+    monkeypatch.setattr(nncodec._parallel, "PARALLEL_MIN_VALUES", 0)
     src, tensors = model_file
     files = []
     for n in (1, 3):
