@@ -216,9 +216,9 @@ def test_settings_are_recorded_and_files_decode_without_them():
     plain = nncodec.encode(w, qp=-24)
     rd = nncodec.encode(w, qp=-24, rdoq=True)
     dq = nncodec.encode(w, qp=-24, dq=True, rd_lambda=0.2)
-    for data, version, stage, words in ((plain, (1, 0), "uniform", None),
-                                        (rd, (1, 0), "uniform", "RDOQ lambda 0.12"),
-                                        (dq, (1, 1), "dq", "dependent quantization, RDOQ lambda 0.2")):
+    for data, version, stage, words in ((plain, (1, 2), "uniform", None),
+                                        (rd, (1, 2), "uniform", "RDOQ lambda 0.12"),
+                                        (dq, (1, 2), "dq", "dependent quantization, RDOQ lambda 0.2")):
         with container.Reader(data) as r:
             assert r.version == version
         with nncodec.open(data) as f:
