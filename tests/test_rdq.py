@@ -269,7 +269,7 @@ def test_cli_flags(tmp_path):
     r = runner.invoke(main, ["encode", str(path), "-o", str(out), "--dq", "--rdoq", "--target-snr", "28"])
     assert r.exit_code == 0, r.output
     r = runner.invoke(main, ["info", str(out)])
-    assert r.exit_code == 0 and "dq(step=" in r.output and "nnc format 1.1" in r.output
+    assert r.exit_code == 0 and "dq(step=" in r.output and "nnc format 1.2" in r.output
     assert "dependent quantization, RDOQ lambda 0.12" in r.output
     r = runner.invoke(main, ["verify", str(out)])
     assert r.exit_code == 0
