@@ -7,6 +7,11 @@ In short::
     header body           metadata map + one index record per tensor
     payloads              concatenated in index order, no gaps
 
+Two layouts of the index records exist: the compact index of format 1.2 (flag bit 0; shared
+name prefixes, short codes for the common chains, short floats, offsets implied), which
+``pack``/``write`` produce by default, and the legacy index of 1.0 / 1.1 (``compact=False``).
+The reader takes both.
+
 Writing::
 
     records = [TensorRecord("fc.weight", "float32", (10, 784),

@@ -803,6 +803,9 @@ def test_random_bytes_raise_only_format_errors(data):
 def test_random_bodies_with_a_valid_crc_raise_only_format_errors(random_body, data):
     _only_format_errors(build(random_body, data))
     _only_format_errors(build(body() + random_body, data))
+    _only_format_errors(cbuild(random_body, data))
+    _only_format_errors(cbuild(body() + random_body, data))
+    _only_format_errors(cbuild(uv(0) + uv(1) + uv(0) + sb("t") + b"\x01\x01\x03\x00" + random_body, data))
 
 
 def _mutate(rng: random.Random, buf: bytearray) -> None:
