@@ -7,6 +7,11 @@ In short::
     header body           metadata map + one index record per tensor
     payloads              concatenated in index order, no gaps
 
+Two layouts of the index records exist: the compact index of format 1.2 (flag bit 0; shared
+name prefixes, short codes for the common chains, short floats, offsets implied), which
+``pack``/``write`` produce by default, and the legacy index of 1.0 / 1.1 (``compact=False``).
+The reader takes both.
+
 Writing::
 
     records = [TensorRecord("fc.weight", "float32", (10, 784),
@@ -26,7 +31,6 @@ raises only :class:`nncodec.errors.FormatError` and its subclasses.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import numbers
@@ -51,16 +55,21 @@ __all__ = [
 # Constants of format version 1 (formats/nnc-v1.md)
 
 MAGIC = b"\x89NNC\r\n\x1a\n"
-FORMAT_VERSION = (1, 1)  # (major, newest minor) this module writes; it reads any 1.x
-# Chain stage ids added after 1.0, and the minor version that introduced them: a file is
-# written as 1.x with x the largest minor version that one of its stages needs (1.0 when
-# none does), so that files without them keep their 1.0 bytes. See nnc-v1.md, section 10.
+FORMAT_VERSION = (1, 2)  # (major, newest minor) this module writes; it reads any 1.x
+# Chain stage ids added after 1.0, and the minor version that introduced them. A file is
+# written as 1.x with x the smallest minor version that gives meaning to everything it uses:
+# the compact index (flag bit 0) needs 1.2; the legacy index (compact=False) is written as
+# 1.0, or 1.1 when a stage needs it, byte for byte as before. See nnc-v1.md, section 10.
 STAGE_MINOR: dict[str, int] = {"dq": 1}
+FLAG_COMPACT = 0x0001  # flags bit 0: tensor records use the compact layout (section 5.3)
+COMPACT_MINOR = 2
+_KNOWN_FLAGS = FLAG_COMPACT
 _PREAMBLE = struct.Struct("<8sBBHII")  # magic, major, minor, flags, header_length, header_crc32
 PREAMBLE_SIZE = _PREAMBLE.size  # 20
 _CRC_FIELD = slice(16, 20)
 _U32 = struct.Struct("<I")
 _F64 = struct.Struct("<d")
+_F64BE = struct.Struct(">d")
 
 # dtype name -> (code stored in the file, bytes per element)
 DTYPES: dict[str, tuple[int, int]] = {
@@ -85,7 +94,27 @@ BACKENDS: dict[int, str] = {0: "raw", 1: "cabac", 2: "constriction", 3: "cabac-l
 
 # tags of the value encoding used for coding chains
 _TAG_NULL, _TAG_FALSE, _TAG_TRUE, _TAG_INT, _TAG_FLOAT, _TAG_STR, _TAG_LIST, _TAG_MAP = range(8)
+_TAG_CFLOAT = 8  # compact index only: a float in the short form of section 6.1
 _INT_MIN, _INT_MAX = -(1 << 63), (1 << 63) - 1
+
+# Short floats (nnc-v1.md section 6.1). A head byte h >= 16 stands for 2 ** ((h - 176) / 4): the
+# quantization steps of QPs -160..79. The four quarter powers below are the correctly rounded
+# binary64 values of 2 ** (k / 4); scaling by a power of two keeps them exact, so each entry is
+# the correctly rounded 2 ** (e / 4). Heads 0..8 give the number of leading bytes of the
+# big-endian binary64 bits that are stored (the rest are zero); heads 9..15 are reserved.
+_QUARTER_BITS = (0x3FF0000000000000, 0x3FF306FE0A31B715, 0x3FF6A09E667F3BCD, 0x3FFAE89F995AD3AD)
+_CF_FIRST_EXP_HEAD, _CF_EXP_BIAS = 16, 176
+_CF_TABLE: tuple = tuple(
+    math.ldexp(_F64BE.unpack(_QUARTER_BITS[(h - _CF_EXP_BIAS) % 4].to_bytes(8, "big"))[0],
+               (h - _CF_EXP_BIAS) // 4) for h in range(_CF_FIRST_EXP_HEAD, 256))
+_CF_HEAD_BY_BITS: dict = {_F64BE.pack(f): h for h, f in enumerate(_CF_TABLE, _CF_FIRST_EXP_HEAD)}
+
+# Stage codes of the compact index (section 5.3): 0 = any stage, written out; the others stand
+# for one stage id with exactly the parameters listed (a float "step", or none).
+_STAGE_GENERIC = 0
+_SHORT_STAGES: dict[int, tuple[str, bool]] = {1: ("raw", False), 2: ("integer", False),
+                                              3: ("uniform", True), 4: ("dq", True)}
+_SHORT_CODE_BY_ID = {ident: code for code, (ident, _) in _SHORT_STAGES.items()}
 
 
 @dataclass(frozen=True)
@@ -180,8 +209,40 @@ def _encode_str(out: bytearray, text: str, what: str) -> None:
     out += raw
 
 
-def _encode_value(out: bytearray, value: Any, depth: int, where: str) -> None:
-    """Append the tagged encoding of one JSON-compatible value (formats/nnc-v1.md, Values)."""
+def _encode_cfloat(out: bytearray, f: float) -> None:
+    """Append the short form of a finite float (formats/nnc-v1.md, section 6.1)."""
+    bits = _F64BE.pack(f)
+    head = _CF_HEAD_BY_BITS.get(bits)
+    if head is not None:
+        out.append(head)
+        return
+    n = len(bits.rstrip(b"\0"))
+    out.append(n)
+    out += bits[:n]
+
+
+def _encode_map(out: bytearray, value: Mapping, depth: int, where: str, compact: bool,
+                skip_id: bool = False) -> None:
+    """Append a map's entry count and its entries, keys sorted by their UTF-8 bytes."""
+    items = []
+    for key, item in value.items():
+        if not isinstance(key, str):
+            raise TypeError(f"{where}: map keys must be str, not {type(key).__name__}")
+        if skip_id and key == "id":
+            continue
+        keyed = bytearray()
+        _encode_str(keyed, key, f"{where}: key")
+        items.append((key.encode("utf-8"), keyed, key, item))
+    items.sort(key=lambda t: t[0])
+    out += encode_uvarint(len(items))
+    for _, keyed, key, item in items:
+        out += keyed
+        _encode_value(out, item, depth + 1, f"{where}[{key!r}]", compact)
+
+
+def _encode_value(out: bytearray, value: Any, depth: int, where: str, compact: bool = False) -> None:
+    """Append the tagged encoding of one JSON-compatible value (formats/nnc-v1.md, Values).
+    ``compact``: floats take tag 8 and the short form (compact index) instead of tag 4."""
     if value is None:
         out.append(_TAG_NULL)
     elif isinstance(value, bool):
@@ -196,8 +257,12 @@ def _encode_value(out: bytearray, value: Any, depth: int, where: str) -> None:
         f = float(value)
         if not math.isfinite(f):
             raise ValueError(f"{where}: {f} is not JSON-compatible; use a finite number")
-        out.append(_TAG_FLOAT)
-        out += _F64.pack(f)
+        if compact:
+            out.append(_TAG_CFLOAT)
+            _encode_cfloat(out, f)
+        else:
+            out.append(_TAG_FLOAT)
+            out += _F64.pack(f)
     elif isinstance(value, str):
         out.append(_TAG_STR)
         _encode_str(out, value, f"{where}: string")
@@ -207,26 +272,50 @@ def _encode_value(out: bytearray, value: Any, depth: int, where: str) -> None:
         out.append(_TAG_LIST)
         out += encode_uvarint(len(value))
         for i, item in enumerate(value):
-            _encode_value(out, item, depth + 1, f"{where}[{i}]")
+            _encode_value(out, item, depth + 1, f"{where}[{i}]", compact)
     elif isinstance(value, Mapping):
         if depth > DEFAULT_LIMITS.max_depth:
             raise ValueError(f"{where}: lists/maps nested deeper than {DEFAULT_LIMITS.max_depth}")
-        items = []
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise TypeError(f"{where}: map keys must be str, not {type(key).__name__}")
-            keyed = bytearray()
-            _encode_str(keyed, key, f"{where}: key")
-            items.append((key.encode("utf-8"), keyed, key, item))
-        items.sort(key=lambda t: t[0])
         out.append(_TAG_MAP)
-        out += encode_uvarint(len(items))
-        for _, keyed, key, item in items:
-            out += keyed
-            _encode_value(out, item, depth + 1, f"{where}[{key!r}]")
+        _encode_map(out, value, depth, where, compact)
     else:
         raise TypeError(f"{where}: {type(value).__name__} is not JSON-compatible "
                         "(use None, bool, int, float, str, list or dict)")
+
+
+def _short_code(stage: Mapping) -> int:
+    """The compact index's code for a stage that has one (section 5.3), else 0."""
+    code = _SHORT_CODE_BY_ID.get(stage.get("id"))
+    if code is None:
+        return _STAGE_GENERIC
+    if not _SHORT_STAGES[code][1]:
+        return code if len(stage) == 1 else _STAGE_GENERIC
+    if len(stage) != 2 or "step" not in stage:
+        return _STAGE_GENERIC
+    step = stage["step"]
+    if isinstance(step, numbers.Integral) or not isinstance(step, numbers.Real):
+        return _STAGE_GENERIC  # an integer step is kept as an integer, in the long form
+    return code if math.isfinite(float(step)) else _STAGE_GENERIC
+
+
+def _encode_chain_compact(out: bytearray, chain, where: str) -> None:
+    out += encode_uvarint(len(chain))
+    for i, stage in enumerate(chain):
+        code = _short_code(stage)
+        out.append(code)
+        if code == _STAGE_GENERIC:
+            _encode_str(out, stage["id"], f"{where}[{i}] id")
+            _encode_map(out, stage, 2, f"{where}[{i}]", True, skip_id=True)
+        elif _SHORT_STAGES[code][1]:
+            _encode_cfloat(out, float(stage["step"]))
+
+
+def _common_prefix(a: bytes, b: bytes) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
 
 
 def _check_chain(chain: Any, where: str) -> None:
@@ -253,8 +342,8 @@ def _payload_bytes(payload, where: str):
     return memoryview(payload).cast("B") if isinstance(payload, memoryview) else payload
 
 
-def _encode_header(records: Iterable[TensorRecord],
-                   metadata: Optional[Mapping[str, str]]) -> tuple[bytes, list]:
+def _encode_header(records: Iterable[TensorRecord], metadata: Optional[Mapping[str, str]],
+                   compact: bool = True) -> tuple[bytes, list]:
     """Return (preamble + header body, payloads in file order)."""
     body = bytearray()
     meta = dict(metadata or {})
@@ -277,6 +366,7 @@ def _encode_header(records: Iterable[TensorRecord],
     seen = set()
     payloads = []
     offset = 0
+    previous_name = b""
     for rec in records:
         if not isinstance(rec, TensorRecord):
             raise TypeError(f"records must be TensorRecord objects, not {type(rec).__name__}")
@@ -287,7 +377,19 @@ def _encode_header(records: Iterable[TensorRecord],
         if name in seen:
             raise ValueError(f"{where}: name appears twice; tensor names must be unique")
         seen.add(name)
-        _encode_str(body, name, "tensor name")
+        if compact:
+            try:
+                raw_name = name.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise ValueError(f"tensor name {name!r} cannot be encoded as UTF-8 "
+                                 f"({exc.reason})") from None
+            shared = _common_prefix(previous_name, raw_name)
+            body += encode_uvarint(shared)
+            body += encode_uvarint(len(raw_name) - shared)
+            body += raw_name[shared:]
+            previous_name = raw_name
+        else:
+            _encode_str(body, name, "tensor name")
 
         if rec.dtype not in DTYPES:
             raise ValueError(f"{where}: unknown dtype {rec.dtype!r}; "
@@ -320,7 +422,10 @@ def _encode_header(records: Iterable[TensorRecord],
         body.append(int(backend))
 
         _check_chain(rec.chain, where)
-        _encode_value(body, rec.chain, 1, f"{where} chain")
+        if compact:
+            _encode_chain_compact(body, rec.chain, f"{where} chain")
+        else:
+            _encode_value(body, rec.chain, 1, f"{where} chain")
 
         payload = rec.payload
         if isinstance(payload, _Spooled):  # already written out by write()
@@ -328,7 +433,8 @@ def _encode_header(records: Iterable[TensorRecord],
         else:
             payload = _payload_bytes(payload, where)
             length, crc = len(payload), zlib.crc32(payload)
-        body += encode_uvarint(offset)
+        if not compact:  # the compact index leaves the (implied) offsets out
+            body += encode_uvarint(offset)
         body += encode_uvarint(length)
         body += _U32.pack(crc)
         payloads.append(payload)
@@ -338,34 +444,39 @@ def _encode_header(records: Iterable[TensorRecord],
         raise ValueError(f"header body is {len(body)} bytes; the format allows at most "
                          f"{DEFAULT_LIMITS.max_header_size} (too many tensors or too much metadata)")
     major = FORMAT_VERSION[0]
-    minor = max([0] + [STAGE_MINOR.get(st.get("id"), 0) for rec in records for st in rec.chain])
-    pre = _PREAMBLE.pack(MAGIC, major, minor, 0, len(body), 0)
+    minor = max([COMPACT_MINOR if compact else 0]
+                + [STAGE_MINOR.get(st.get("id"), 0) for rec in records for st in rec.chain])
+    pre = _PREAMBLE.pack(MAGIC, major, minor, FLAG_COMPACT if compact else 0, len(body), 0)
     crc = zlib.crc32(body, zlib.crc32(pre[:16]))
     return pre[:16] + _U32.pack(crc) + bytes(body), payloads
 
 
-def pack(records: Iterable[TensorRecord], metadata: Optional[Mapping[str, str]] = None) -> bytes:
+def pack(records: Iterable[TensorRecord], metadata: Optional[Mapping[str, str]] = None, *,
+         compact: bool = True) -> bytes:
     """Return the container bytes for ``records`` (kept in the order given) and ``metadata``.
 
     The same records and metadata always give the same bytes: metadata keys and the keys of every
-    chain dict are sorted, whatever their insertion order.
+    chain dict are sorted, whatever their insertion order. ``compact`` (default) writes the
+    compact index of format 1.2; ``compact=False`` the index of formats 1.0 / 1.1, which older
+    readers understand.
     """
-    header, payloads = _encode_header(records, metadata)
+    header, payloads = _encode_header(records, metadata, compact)
     return b"".join([header, *payloads])
 
 
 def write(target: Union[str, os.PathLike, BinaryIO], records: Iterable[TensorRecord],
-          metadata: Optional[Mapping[str, str]] = None, *, overwrite: bool = True) -> int:
+          metadata: Optional[Mapping[str, str]] = None, *, overwrite: bool = True,
+          compact: bool = True) -> int:
     """Write a container to a path or a binary file object; returns the number of bytes written.
 
     For a path the bytes go to a temporary file in the same directory, which is flushed, synced
     and then renamed over ``target`` (``os.replace``): readers see the old file or the new one,
     never a part. With ``overwrite=False`` an existing file (even one that appears meanwhile) is
     left alone and ``nncodec.errors.OutputExistsError`` is raised. A file object is written at
-    its current position and left open.
+    its current position and left open. ``compact`` as for :func:`pack`.
     """
     if hasattr(target, "write"):
-        header, payloads = _encode_header(records, metadata)
+        header, payloads = _encode_header(records, metadata, compact)
         target.write(header)
         for p in payloads:
             target.write(p)
@@ -384,7 +495,7 @@ def write(target: Union[str, os.PathLike, BinaryIO], records: Iterable[TensorRec
             spool.write(data)
             light.append(dataclasses.replace(rec, payload=_Spooled(len(data), zlib.crc32(data))))
             del rec, data
-        header, _ = _encode_header(light, metadata)
+        header, _ = _encode_header(light, metadata, compact)
         total = len(header) + spool.tell()
 
         def write_all(f: BinaryIO) -> None:
@@ -401,96 +512,192 @@ def write(target: Union[str, os.PathLike, BinaryIO], records: Iterable[TensorRec
 
 
 class _Cursor:
-    """Reads the header body; every overrun or bad value becomes a FormatError subclass."""
+    """Reads the header body; every overrun or bad value becomes a FormatError subclass.
 
-    __slots__ = ("data", "pos", "limits")
+    The hot paths (one-byte varints, u8, short strings) are inlined and error messages are built
+    only when something is wrong: ``what`` is a constant, ``where`` the record being read."""
 
-    def __init__(self, data: bytes, limits: DecoderLimits):
+    __slots__ = ("data", "pos", "end", "limits", "compact", "where")
+
+    def __init__(self, data: bytes, limits: DecoderLimits, compact: bool):
         self.data = data
         self.pos = 0
+        self.end = len(data)
         self.limits = limits
+        self.compact = compact
+        self.where = ""
 
     @property
     def remaining(self) -> int:
-        return len(self.data) - self.pos
+        return self.end - self.pos
+
+    def _label(self, what: str) -> str:
+        return f"{self.where} {what}" if self.where else what
 
     def uvarint(self, what: str) -> int:
+        pos = self.pos
+        if pos < self.end:
+            byte = self.data[pos]
+            if byte < 0x80:
+                self.pos = pos + 1
+                return byte
         try:
-            value, self.pos = decode_uvarint(self.data, self.pos)
+            value, self.pos = decode_uvarint(self.data, pos)
         except FormatError as exc:
-            raise FormatError(f"header: bad varint in {what} at body offset {self.pos}: {exc}") \
-                from None
+            raise FormatError(f"header: bad varint in {self._label(what)} at body offset "
+                              f"{pos}: {exc}") from None
         return value
 
+    def _short(self, n: int, what: str):
+        raise FormatError(f"header: {self._label(what)} needs {n} bytes at body offset "
+                          f"{self.pos}, but only {self.remaining} remain")
+
     def take(self, n: int, what: str) -> bytes:
-        if n > self.remaining:
-            raise FormatError(f"header: {what} needs {n} bytes at body offset {self.pos}, "
-                              f"but only {self.remaining} remain")
         start = self.pos
-        self.pos += n
-        return self.data[start:self.pos]
+        stop = start + n
+        if stop > self.end:
+            self._short(n, what)
+        self.pos = stop
+        return self.data[start:stop]
 
     def u8(self, what: str) -> int:
-        return self.take(1, what)[0]
+        pos = self.pos
+        if pos >= self.end:
+            self._short(1, what)
+        self.pos = pos + 1
+        return self.data[pos]
 
     def u32(self, what: str) -> int:
-        return _U32.unpack(self.take(4, what))[0]
+        pos = self.pos
+        if pos + 4 > self.end:
+            self._short(4, what)
+        self.pos = pos + 4
+        return _U32.unpack_from(self.data, pos)[0]
+
+    def utf8(self, raw: bytes, what: str) -> str:
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise FormatError(f"header: {self._label(what)} is not valid UTF-8: "
+                              f"{raw[:40]!r}") from None
+
+    def raw_string(self, what: str) -> bytes:
+        return self.take(self.uvarint(what + " length"), what)
 
     def string(self, what: str) -> tuple[str, bytes]:
-        raw = self.take(self.uvarint(f"{what} length"), what)
-        try:
-            return raw.decode("utf-8"), raw
-        except UnicodeDecodeError:
-            raise FormatError(f"header: {what} is not valid UTF-8: {raw[:40]!r}") from None
+        raw = self.take(self.uvarint(what + " length"), what)
+        return self.utf8(raw, what), raw
 
     def count(self, what: str) -> int:
         n = self.uvarint(what)
-        if n > self.remaining:  # every item takes at least one byte: cheap guard before looping
-            raise FormatError(f"header: {what} says {n} items, but only {self.remaining} "
-                              "bytes remain")
+        if n > self.end - self.pos:  # every item takes at least one byte: guard before looping
+            raise FormatError(f"header: {self._label(what)} says {n} items, but only "
+                              f"{self.remaining} bytes remain")
         return n
 
-    def value(self, depth: int, where: str) -> Any:
-        tag = self.u8(f"{where} tag")
+    def cfloat(self, what: str) -> float:
+        """A float in the short form of section 6.1 (compact index)."""
+        head = self.u8(what)
+        if head >= _CF_FIRST_EXP_HEAD:
+            return _CF_TABLE[head - _CF_FIRST_EXP_HEAD]
+        if head > 8:
+            raise VersionError(f"header: {self._label(what)} has reserved float head {head} "
+                               "(written by a newer nncodec?)")
+        raw = self.take(head, what)
+        if head and raw[-1] == 0:
+            raise FormatError(f"header: {self._label(what)} is not in its shortest form "
+                              "(a stored low byte is zero)")
+        bits = raw + bytes(8 - head)
+        if bits in _CF_HEAD_BY_BITS:
+            raise FormatError(f"header: {self._label(what)} is a quarter power of two and must "
+                              "be written as its one-byte form")
+        f = _F64BE.unpack(bits)[0]
+        if not math.isfinite(f):
+            raise FormatError(f"header: {self._label(what)} is {f}, which is not JSON-compatible")
+        return f
+
+    def map_entries(self, depth: int, what: str) -> dict:
+        """A map's entry count and entries (keys strictly increasing); values at ``depth + 1``."""
+        n = self.count(what + " entry count")
+        out = {}
+        previous = None
+        for _ in range(n):
+            key, raw = self.string(what + " key")
+            if previous is not None and raw <= previous:
+                raise FormatError(f"header: {self._label(what)} keys are not strictly increasing "
+                                  f"({previous!r} then {raw!r})")
+            previous = raw
+            out[key] = self.value(depth + 1, what)
+        return out
+
+    def value(self, depth: int, what: str) -> Any:
+        tag = self.u8(what + " tag")
+        if tag == _TAG_STR:
+            return self.string(what)[0]
+        if tag == _TAG_INT:
+            z = self.uvarint(what)
+            return (z >> 1) if not z & 1 else -((z + 1) >> 1)
+        if tag == _TAG_FLOAT:
+            if self.compact:
+                raise FormatError(f"header: {self._label(what)} is a float in its 8-byte form "
+                                  "(tag 4), which the compact index does not use (tag 8)")
+            f = _F64.unpack(self.take(8, what))[0]
+            if not math.isfinite(f):
+                raise FormatError(f"header: {self._label(what)} is {f}, which is not "
+                                  "JSON-compatible")
+            return f
+        if tag == _TAG_CFLOAT and self.compact:
+            return self.cfloat(what)
         if tag == _TAG_NULL:
             return None
         if tag == _TAG_FALSE:
             return False
         if tag == _TAG_TRUE:
             return True
-        if tag == _TAG_INT:
-            z = self.uvarint(where)
-            return (z >> 1) if not z & 1 else -((z + 1) >> 1)
-        if tag == _TAG_FLOAT:
-            f = _F64.unpack(self.take(8, where))[0]
-            if not math.isfinite(f):
-                raise FormatError(f"header: {where} is {f}, which is not JSON-compatible")
-            return f
-        if tag == _TAG_STR:
-            return self.string(where)[0]
-        if tag in (_TAG_LIST, _TAG_MAP):
+        if tag == _TAG_LIST or tag == _TAG_MAP:
             if depth > self.limits.max_depth:
-                raise LimitError(f"header: {where} nests lists/maps deeper than "
+                raise LimitError(f"header: {self._label(what)} nests lists/maps deeper than "
                                  f"{self.limits.max_depth} levels")
-            n = self.count(f"{where} item count")
-            if tag == _TAG_LIST:
-                return [self.value(depth + 1, f"{where}[{i}]") for i in range(n)]
-            out = {}
-            previous = None
-            for _ in range(n):
-                key, raw = self.string(f"{where} key")
-                if previous is not None and raw <= previous:
-                    raise FormatError(f"header: {where} keys are not strictly increasing "
-                                      f"({previous!r} then {raw!r})")
-                previous = raw
-                out[key] = self.value(depth + 1, f"{where}[{key!r}]")
-            return out
-        raise VersionError(f"header: {where} has reserved value tag {tag} "
+            if tag == _TAG_MAP:
+                return self.map_entries(depth, what)
+            n = self.count(what + " item count")
+            return [self.value(depth + 1, what) for _ in range(n)]
+        raise VersionError(f"header: {self._label(what)} has reserved value tag {tag} "
                            "(written by a newer nncodec?)")
 
+    def chain_compact(self) -> list:
+        """The coding chain of a compact record (section 5.3)."""
+        n = self.count("chain stage count")
+        chain = []
+        for i in range(n):
+            code = self.u8("chain stage code")
+            if code == _STAGE_GENERIC:
+                if 2 > self.limits.max_depth:
+                    raise LimitError(f"header: {self._label('chain')} nests lists/maps deeper "
+                                     f"than {self.limits.max_depth} levels")
+                ident = self.string("chain stage id")[0]
+                params = self.map_entries(2, "chain stage")
+                if "id" in params:
+                    raise FormatError(f"header: {self._label('chain')} stage {i} lists 'id' "
+                                      "among its parameters")
+                stage = {"id": ident}
+                stage.update(params)
+                if _short_code(stage):
+                    raise FormatError(f"header: {self._label('chain')} stage {i} is written out "
+                                      "although it has a short code (not canonical)")
+            else:
+                short = _SHORT_STAGES.get(code)
+                if short is None:
+                    raise VersionError(f"header: {self._label('chain')} uses reserved stage code "
+                                       f"{code} (written by a newer nncodec?)")
+                stage = {"id": short[0], "step": self.cfloat("step")} if short[1] \
+                    else {"id": short[0]}
+            chain.append(stage)
+        return chain
 
-def _parse_body(body: bytes, data_start: int, limits: DecoderLimits):
-    cur = _Cursor(body, limits)
+
+def _parse_body(body: bytes, data_start: int, limits: DecoderLimits, compact: bool = False):
+    cur = _Cursor(body, limits, compact)
     metadata = {}
     previous = None
     for _ in range(cur.count("metadata entry count")):
@@ -503,47 +710,66 @@ def _parse_body(body: bytes, data_start: int, limits: DecoderLimits):
 
     infos: dict[str, RecordInfo] = {}
     offset = 0
+    previous_name = b""
+    max_ndim, max_elements = limits.max_ndim, limits.max_elements
     for index in range(cur.count("tensor count")):
-        name, _ = cur.string(f"name of tensor #{index}")
+        cur.where = f"tensor #{index}"
+        if compact:
+            shared = cur.uvarint("name prefix length")
+            suffix = cur.raw_string("name")
+            if shared > len(previous_name):
+                raise FormatError(f"header: tensor #{index} shares {shared} name bytes with the "
+                                  f"previous name, which has only {len(previous_name)}")
+            if suffix and shared < len(previous_name) and suffix[0] == previous_name[shared]:
+                raise FormatError(f"header: tensor #{index} name prefix length {shared} is not "
+                                  "the longest common prefix (not canonical)")
+            raw = previous_name[:shared] + suffix if shared else suffix
+            previous_name = raw
+        else:
+            raw = cur.raw_string("name")
+        name = cur.utf8(raw, "name")
         if not name:
             raise FormatError(f"header: tensor #{index} has an empty name")
         if name in infos:
             raise FormatError(f"header: tensor name {name!r} appears twice")
-        where = f"tensor {name!r}"
-        code = cur.u8(f"{where} dtype")
+        where = cur.where = f"tensor {name!r}"
+        code = cur.u8("dtype")
         if code not in _DTYPE_BY_CODE:
             raise VersionError(f"header: {where} has reserved dtype code {code} "
                                "(written by a newer nncodec?)")
-        dtype, itemsize = _DTYPE_BY_CODE[code]
-        ndim = cur.uvarint(f"{where} ndim")
-        if ndim > limits.max_ndim:
-            raise LimitError(f"header: {where} has {ndim} dimensions; the limit is "
-                             f"{limits.max_ndim}")
+        dtype = _DTYPE_BY_CODE[code][0]
+        ndim = cur.uvarint("ndim")
+        if ndim > max_ndim:
+            raise LimitError(f"header: {where} has {ndim} dimensions; the limit is {max_ndim}")
         shape = []
         numel = 1
         for _ in range(ndim):
-            d = cur.uvarint(f"{where} shape")
-            if d > limits.max_elements:
-                raise LimitError(f"header: {where} has dimension {d}; the limit is "
-                                 f"{limits.max_elements}")
+            d = cur.uvarint("shape")
+            if d > max_elements:
+                raise LimitError(f"header: {where} has dimension {d}; the limit is {max_elements}")
             numel *= d  # stays below max_elements**2 <= 2**80 before the check: no blow-up
-            if numel > limits.max_elements:
-                raise LimitError(f"header: {where} has more than {limits.max_elements} elements")
+            if numel > max_elements:
+                raise LimitError(f"header: {where} has more than {max_elements} elements")
             shape.append(d)
         # numel * itemsize <= 2**40 * 8 fits in 64 bits, so the decoded size is representable
-        backend = cur.u8(f"{where} backend")
+        backend = cur.u8("backend")
         if backend not in BACKENDS:
             raise VersionError(f"header: {where} uses reserved entropy backend id {backend} "
                                "(written by a newer nncodec?)")
-        chain = cur.value(1, f"{where} chain")
-        if not isinstance(chain, list):
-            raise FormatError(f"header: {where} chain is not a list")
-        for i, stage in enumerate(chain):
-            if not isinstance(stage, dict) or not isinstance(stage.get("id"), str):
-                raise FormatError(f"header: {where} chain[{i}] is not a map with a string 'id'")
-        rel = cur.uvarint(f"{where} payload offset")
-        length = cur.uvarint(f"{where} payload length")
-        crc = cur.u32(f"{where} payload CRC-32")
+        if compact:
+            chain = cur.chain_compact()
+            rel = offset
+        else:
+            chain = cur.value(1, "chain")
+            if not isinstance(chain, list):
+                raise FormatError(f"header: {where} chain is not a list")
+            for i, stage in enumerate(chain):
+                if not isinstance(stage, dict) or not isinstance(stage.get("id"), str):
+                    raise FormatError(f"header: {where} chain[{i}] is not a map with a string "
+                                      "'id'")
+            rel = cur.uvarint("payload offset")
+        length = cur.uvarint("payload length")
+        crc = cur.u32("payload CRC-32")
         if rel != offset:
             kind = "overlaps the previous one" if rel < offset else "leaves a gap before it"
             raise FormatError(f"header: {where} payload starts at data offset {rel}, expected "
@@ -551,9 +777,19 @@ def _parse_body(body: bytes, data_start: int, limits: DecoderLimits):
         infos[name] = RecordInfo(name, dtype, tuple(shape), chain, backend,
                                  data_start + rel, length, crc)
         offset += length
+    cur.where = ""
     if cur.remaining:
         raise FormatError(f"header: {cur.remaining} unexpected bytes after the last tensor record")
     return metadata, infos, offset
+
+
+def _copy_json(v):
+    """A deep copy of a JSON-compatible value (what the index holds), faster than deepcopy."""
+    if isinstance(v, dict):
+        return {k: _copy_json(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_copy_json(x) for x in v]
+    return v
 
 
 Source = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO]
@@ -647,11 +883,16 @@ class Reader:
         if crc != header_crc:
             raise ChecksumError(f"header CRC-32 mismatch: stored 0x{header_crc:08x}, "
                                 f"computed 0x{crc:08x}")
-        if flags:
+        if flags & ~_KNOWN_FLAGS:
             raise VersionError(f"reserved flag bits are set (0x{flags:04x}); the file needs "
                                "a newer nncodec")
+        compact = bool(flags & FLAG_COMPACT)
+        if compact and minor < COMPACT_MINOR:
+            raise FormatError(f"flag bit 0 (compact index) is set in a version 1.{minor} file; "
+                              f"it needs version 1.{COMPACT_MINOR} or later")
         data_start = PREAMBLE_SIZE + header_length
-        self._metadata, self._infos, data_length = _parse_body(body, data_start, self._limits)
+        self._metadata, self._infos, data_length = _parse_body(body, data_start, self._limits,
+                                                               compact)
         end = data_start + data_length
         if end > size:
             raise TruncatedError(f"the data ends {end - size} bytes before the last payload does "
@@ -659,6 +900,7 @@ class Reader:
         if end < size:
             raise FormatError(f"{size - end} unexpected bytes after the last payload")
         self._version = (major, minor)
+        self._compact = compact
         self._header_size = data_start
 
     # -- context manager ---------------------------------------------------------------------
@@ -683,6 +925,11 @@ class Reader:
     @property
     def version(self) -> tuple[int, int]:
         return self._version
+
+    @property
+    def compact(self) -> bool:
+        """Whether the index uses the compact records of format 1.2 (flag bit 0)."""
+        return self._compact
 
     @property
     def header_size(self) -> int:
@@ -715,7 +962,7 @@ class Reader:
             info = self._infos[name]
         except KeyError:
             raise KeyError(f"no tensor named {name!r} in this container") from None
-        return RecordInfo(info.name, info.dtype, info.shape, copy.deepcopy(info.chain),
+        return RecordInfo(info.name, info.dtype, info.shape, _copy_json(info.chain),
                           info.backend, info.offset, info.length, info.crc32)
 
     def records(self) -> Iterator[RecordInfo]:
@@ -727,7 +974,10 @@ class Reader:
 
     def read_payload(self, name: str, verify: bool = True) -> bytes:
         """Read one tensor's payload; with ``verify`` its CRC-32 is checked (ChecksumError)."""
-        info = self.record_info(name)
+        try:
+            info = self._infos[name]
+        except KeyError:
+            raise KeyError(f"no tensor named {name!r} in this container") from None
         data = self._read_at(info.offset, info.length, f"payload of {name!r}")
         if verify:
             crc = zlib.crc32(data)
@@ -771,7 +1021,7 @@ class Reader:
         for i in self._infos.values():
             tensors.append({
                 "name": i.name, "dtype": i.dtype, "shape": list(i.shape),
-                "chain": copy.deepcopy(i.chain), "backend": i.backend,
+                "chain": _copy_json(i.chain), "backend": i.backend,
                 "backend_name": BACKENDS[i.backend], "offset": i.offset, "bytes": i.length,
                 "decoded_bytes": i.nbytes, "crc32": f"{i.crc32:08x}",
             })

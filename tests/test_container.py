@@ -84,6 +84,78 @@ def rec(name="t", dtype=1, dims=(3,), backend=0, chain=None, offset=0, payload=b
             + struct.pack("<I", zlib.crc32(payload) if crc is None else crc))
 
 
+# the compact index of format 1.2 (spec sections 5.3 and 6.1)
+QUARTERS = [struct.unpack(">d", bytes.fromhex(h))[0] for h in
+            ("3ff0000000000000", "3ff306fe0a31b715", "3ff6a09e667f3bcd", "3ffae89f995ad3ad")]
+
+
+def cfl(f: float) -> bytes:
+    bits = struct.pack(">d", f)
+    for head in range(16, 256):
+        e = head - 176
+        if struct.pack(">d", math.ldexp(QUARTERS[e % 4], e // 4)) == bits:
+            return bytes([head])
+    n = len(bits.rstrip(b"\0"))
+    return bytes([n]) + bits[:n]
+
+
+def cval(v) -> bytes:
+    if isinstance(v, float):
+        return b"\x08" + cfl(v)
+    if isinstance(v, RawMap):
+        return b"\x07" + uv(len(v)) + b"".join(sb(k) + cval(x) for k, x in v)
+    if isinstance(v, list):
+        return b"\x06" + uv(len(v)) + b"".join(cval(x) for x in v)
+    if isinstance(v, dict):
+        return b"\x07" + centries(v)
+    return val(v)
+
+
+def centries(d: dict) -> bytes:
+    items = sorted(d.items(), key=lambda kv: kv[0].encode("utf-8"))
+    return uv(len(items)) + b"".join(sb(k) + cval(x) for k, x in items)
+
+
+SHORT = {"raw": 1, "integer": 2, "uniform": 3, "dq": 4}
+
+
+def cstage(stage: dict) -> bytes:
+    params = {k: v for k, v in stage.items() if k != "id"}
+    code = SHORT.get(stage["id"])
+    if code in (1, 2) and not params:
+        return bytes([code])
+    if code in (3, 4) and list(params) == ["step"] and isinstance(params["step"], float):
+        return bytes([code]) + cfl(params["step"])
+    return b"\x00" + sb(stage["id"]) + centries(params)
+
+
+def crec(name="t", dtype=1, dims=(3,), backend=0, chain=None, payload=b"abc", prev=b"",
+         prefix=None, length=None, crc=None, chain_bytes=None) -> bytes:
+    raw = name.encode("utf-8") if isinstance(name, str) else name
+    if prefix is None:
+        prefix = 0
+        while prefix < min(len(raw), len(prev)) and raw[prefix] == prev[prefix]:
+            prefix += 1
+    chain = chain if chain is not None else [{"id": "raw"}]
+    if chain_bytes is None:
+        chain_bytes = uv(len(chain)) + b"".join(cstage(x) for x in chain)
+    return (uv(prefix) + sb(raw[prefix:]) + bytes([dtype]) + uv(len(dims))
+            + b"".join(uv(d) for d in dims) + bytes([backend]) + chain_bytes
+            + uv(len(payload) if length is None else length)
+            + struct.pack("<I", zlib.crc32(payload) if crc is None else crc))
+
+
+def cbuild(body_bytes: bytes, data: bytes = b"", **kw) -> bytes:
+    kw.setdefault("minor", 2)
+    kw.setdefault("flags", 1)
+    return build(body_bytes, data, **kw)
+
+
+def cone(**kw) -> bytes:
+    """A valid single-tensor compact file, with any record field overridden."""
+    return cbuild(body([crec(**kw)]), kw.get("payload", b"abc"))
+
+
 def body(records=(), meta=(), tensor_count=None) -> bytes:
     out = uv(len(meta)) + b"".join(sb(k) + sb(v) for k, v in meta)
     out += uv(len(records) if tensor_count is None else tensor_count)
@@ -155,26 +227,32 @@ def sample_blob():
 # The spec and the implementation agree
 
 
-def _spec_example_bytes() -> bytes:
+def _spec_example_bytes(marker="<!-- example-bytes:") -> bytes:
     text = SPEC.read_text(encoding="utf-8")
-    block = text.split("<!-- example-bytes", 1)[1].split("```text", 1)[1].split("```", 1)[0]
+    block = text.split(marker, 1)[1].split("```text", 1)[1].split("```", 1)[0]
     out = bytearray()
     for line in block.strip().splitlines():
         out += bytes.fromhex("".join(line.split()[1:]))
     return bytes(out)
 
 
-def test_pack_matches_the_spec_example():
-    blob = pack(example_records(), {"source": "example"})
+def test_pack_matches_the_spec_examples():
+    blob = pack(example_records(), {"source": "example"}, compact=False)
     assert blob == _spec_example_bytes()
     assert len(blob) == 114
+    blob = pack(example_records(), {"source": "example"})
+    assert blob == _spec_example_bytes("<!-- example-bytes-compact:")
+    assert len(blob) == 77
 
 
-def test_spec_field_table_matches_the_example():
-    text = SPEC.read_text(encoding="utf-8").split("Field by field:", 1)[1]
-    blob = _spec_example_bytes()
+@pytest.mark.parametrize("table, marker", [("Field by field:", "<!-- example-bytes:"),
+                                           ("Field by field (compact):",
+                                            "<!-- example-bytes-compact:")])
+def test_spec_field_table_matches_the_example(table, marker):
+    text = SPEC.read_text(encoding="utf-8").split(table, 1)[1].split("\n\n", 2)[1]
+    blob = _spec_example_bytes(marker)
     rows = re.findall(r"^\|\s*(\d+)\s*\|\s*`([^`]*)`", text, flags=re.M)
-    assert len(rows) > 20
+    assert len(rows) > 15
     for offset, tokens in rows:
         expected = bytearray()
         for tok in tokens.split():
@@ -193,7 +271,36 @@ def test_spec_level_encoder_agrees_with_pack():
         recs.append(rec(r.name, DTYPES[r.dtype][0], r.shape, r.backend, r.chain, offset, r.payload))
         offset += len(r.payload)
     mine = build(body(recs, [("source", "example")]), b"".join(r.payload for r in records))
+    assert mine == pack(records, {"source": "example"}, compact=False)
+
+
+@pytest.mark.parametrize("records", [example_records(), sample_records()])
+def test_spec_level_compact_encoder_agrees_with_pack(records):
+    recs, prev = [], b""
+    for r in records:
+        recs.append(crec(r.name, DTYPES[r.dtype][0], r.shape, r.backend, r.chain, r.payload, prev))
+        prev = r.name.encode("utf-8")
+    mine = cbuild(body(recs, [("source", "example")]), b"".join(r.payload for r in records))
     assert mine == pack(records, {"source": "example"})
+
+
+def test_short_floats():
+    """Spec 6.1: quarter powers of two take one byte; other floats their leading non-zero bytes."""
+    for qp in range(-160, 80):
+        step = 2.0 ** (qp / 4)  # how nncodec turns a QP into a step
+        assert cfl(step) == bytes([qp + 176])
+    assert cfl(0.0) == b"\x00" and cfl(-0.0) == b"\x01\x80"
+    assert cfl(0.1) == b"\x08" + struct.pack(">d", 0.1)
+    assert cfl(2.0 ** 20) == b"\x02\x41\x30"  # beyond the one-byte range
+    assert cfl(0.75) == b"\x02\x3f\xe8"
+    for f in (0.0, -0.0, 1.0, 0.1, 0.0625, 2.0 ** -17.25, 1e-300, -5e-324, 1.7976931348623157e308,
+              0.0005749572911456767, float(np.float32(0.3))):
+        rec_ = TensorRecord("w", "float32", (1,), [{"id": "uniform", "step": f}], 1, b"x")
+        blob = pack([rec_])
+        assert blob == cbuild(body([crec("w", dims=(1,), chain=rec_.chain, backend=1, payload=b"x")]), b"x")
+        with Reader(blob) as r:
+            got = r.record_info("w").chain[0]["step"]
+            assert struct.pack("<d", got) == struct.pack("<d", f)
 
 
 def test_crc_is_zlib_crc32_check_value():
@@ -242,12 +349,14 @@ _records = st.lists(st.text(min_size=1, max_size=10), unique=True, max_size=6).f
 _metadata = st.dictionaries(st.text(max_size=8), st.text(max_size=12), max_size=5)
 
 
-def _check_round_trip(records, metadata):
-    blob = pack(records, metadata)
+def _check_round_trip(records, metadata, compact=True):
+    blob = pack(records, metadata, compact=compact)
     with Reader(blob) as r:
         assert r.keys() == [x.name for x in records]
         assert r.metadata() == metadata
-        assert r.version == (1, 0)
+        legacy_minor = max([0] + [1 for x in records for st in x.chain if st["id"] == "dq"])
+        assert r.version == ((1, 2) if compact else (1, legacy_minor))
+        assert r.compact == compact
         assert r.size == len(blob)
         back = []
         for x in records:
@@ -264,15 +373,47 @@ def _check_round_trip(records, metadata):
         assert [t["name"] for t in summary["tensors"]] == r.keys()
     assert back == list(records)
     # what was read re-encodes to the very same bytes (floats bit-exact, -0.0 included)
-    assert pack(back, metadata) == blob
+    assert pack(back, metadata, compact=compact) == blob
     return blob
 
 
+_step = (st.floats(allow_nan=False, allow_infinity=False) | st.integers(-40, 20).map(lambda q: 2.0 ** (q / 4))
+         | st.integers(-5, 5))
+_short_stage = st.one_of(st.sampled_from([{"id": "raw"}, {"id": "integer"}]),
+                         st.builds(lambda i, s: {"id": i, "step": s}, st.sampled_from(["uniform", "dq"]),
+                                   _step),
+                         st.builds(lambda i, k, v: {"id": i, k: v},
+                                   st.sampled_from(["raw", "integer", "uniform", "dq"]),
+                                   st.sampled_from(["step", "a", "zz"]), _json))
+
+
 @settings(suppress_health_check=[HealthCheck.too_slow])  # examples: tests/conftest.py profile
-@given(records=_records, metadata=_metadata)
-def test_round_trip_random_records(records, metadata):
+@given(records=_records, metadata=_metadata, compact=st.booleans())
+def test_round_trip_random_records(records, metadata, compact):
     assume(all(_depth(x.chain) <= 16 for x in records))
-    _check_round_trip(list(records), metadata)
+    _check_round_trip(list(records), metadata, compact)
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow])
+@given(names=st.lists(st.sampled_from(["a", "ab", "abc", "b", "a.weight", "a.bias", "é", "éa", "\u00e8",
+                                       "x\u0100", "x\u0101"]), unique=True, max_size=8),
+       chains=st.lists(st.lists(_short_stage, max_size=3), min_size=8, max_size=8))
+def test_round_trip_shared_name_prefixes_and_short_stages(names, chains):
+    records = [TensorRecord(n, "float32", (2,), c, 1, n.encode()) for n, c in zip(names, chains)]
+    assume(all(_depth(x.chain) <= 16 for x in records))
+    for compact in (True, False):
+        _check_round_trip(records, {"m": "1"}, compact)
+
+
+def test_compact_index_is_smaller():
+    recs = [TensorRecord(f"layer{i}.weight", "float32", (64, 3, 3, 3),
+                         [{"id": "uniform", "step": 2.0 ** (-26 / 4)}], 1, b"p" * 100) for i in range(5)]
+    recs += [TensorRecord(f"layer{i}.bias", "float32", (64,), [{"id": "uniform", "step": 1e-4}], 1,
+                          b"q" * 10) for i in range(5)]
+    payloads = sum(len(r.payload) for r in recs)
+    legacy = len(pack(recs, compact=False)) - len(pack([], compact=False)) - payloads
+    compact = len(pack(recs)) - len(pack([])) - payloads
+    assert compact < 0.55 * legacy, (compact, legacy)  # 27 against 55 bytes a record
 
 
 def test_round_trip_edge_cases():
@@ -291,6 +432,7 @@ def test_round_trip_edge_cases():
              "onef": 1.0, "s": "", "nested": {"a": [[], {}, [None, False, True]]},
              "deep": [[[[[[[[[[[[[["ok"]]]]]]]]]]]]]]}], 1, b"\x03"),
     ]
+    _check_round_trip(records, {"": "", "ключ": "значение", "a\nb": "c\x00d"}, compact=False)
     blob = _check_round_trip(records, {"": "", "ключ": "значение", "a\nb": "c\x00d"})
     with Reader(blob) as r:
         params = r.record_info("params").chain[0]
@@ -621,6 +763,7 @@ def test_every_single_bit_flip_anywhere_is_detected():
 
 def test_every_truncation_raises_truncated_error():
     blobs = [sample_blob(), pack(example_records(), {"source": "example"}),
+             pack(sample_records(), {"k": "v"}, compact=False),
              pack([TensorRecord("big", "uint8", (1500,), [], 0, bytes(range(250)) * 6)]),
              pack([])]
     count = 0
@@ -660,6 +803,9 @@ def test_random_bytes_raise_only_format_errors(data):
 def test_random_bodies_with_a_valid_crc_raise_only_format_errors(random_body, data):
     _only_format_errors(build(random_body, data))
     _only_format_errors(build(body() + random_body, data))
+    _only_format_errors(cbuild(random_body, data))
+    _only_format_errors(cbuild(body() + random_body, data))
+    _only_format_errors(cbuild(uv(0) + uv(1) + uv(0) + sb("t") + b"\x01\x01\x03\x00" + random_body, data))
 
 
 def _mutate(rng: random.Random, buf: bytearray) -> None:
@@ -684,7 +830,9 @@ def test_mutated_headers_with_recomputed_crc_fail_cleanly_or_decode_canonically(
     must raise a FormatError subclass, or decode; and whatever decodes must re-encode to the same
     bytes (every accepted file is in canonical form)."""
     rng = random.Random(1234)
-    seeds = [sample_blob(), pack(example_records(), {"source": "example"})]
+    seeds = [sample_blob(), pack(example_records(), {"source": "example"}),
+             pack(sample_records(), {"k": "v"}, compact=False),
+             pack(example_records(), {"source": "example"}, compact=False)]
     decoded = failed = 0
     for i in range(10000):
         blob = seeds[i % len(seeds)]
@@ -694,17 +842,28 @@ def test_mutated_headers_with_recomputed_crc_fail_cleanly_or_decode_canonically(
         _mutate(rng, b)
         if rng.random() < 0.2:
             _mutate(rng, data)
-        bad = build(bytes(b), bytes(data))
+        bad = bytes(blob[:16]) + struct.pack("<I", zlib.crc32(blob[:12] + struct.pack("<I", len(b)) + b))
+        bad = blob[:12] + struct.pack("<I", len(b)) + bad[16:20] + bytes(b) + bytes(data)
         try:
             with Reader(bad) as r:
                 back = [r.read_record(n) for n in r.keys()]
                 meta = r.metadata()
+                compact = r.compact
         except FormatError:
             failed += 1
             continue
         decoded += 1
-        assert pack(back, meta) == bad
+        assert pack(back, meta, compact=compact) == bad
     assert failed > 5000
+
+
+def test_legacy_body_under_the_compact_flag_and_back_fail_cleanly():
+    """A body of one layout read as the other must fail with a FormatError, not crash."""
+    for blob in (sample_blob(), pack(example_records()), pack(sample_records(), compact=False)):
+        hl = struct.unpack_from("<I", blob, 12)[0]
+        compact = blob[10] & 1
+        other = build(blob[20:20 + hl], blob[20 + hl:], minor=0 if compact else 2, flags=0 if compact else 1)
+        assert outcome(other) is not None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -724,7 +883,9 @@ CASES = {
     "lf to crlf": (b"\x89NNC\r\r\n\x1a\r\n" + bytes(40), FormatError, "text mode"),
     "major 2": (build(body(), major=2), VersionError, "upgrade"),
     "major 0": (build(body(), major=0), VersionError, "0.0"),
-    "flags": (build(body(), flags=1), VersionError, "flag"),
+    "flags": (build(body(), flags=2), VersionError, "flag"),
+    "flags compact": (cbuild(body(), flags=3), VersionError, "flag"),
+    "compact flag in 1.1": (build(body(), minor=1, flags=1), FormatError, "needs version 1.2"),
     "header over limit": (build(body(), length=(64 << 20) + 1), LimitError, "limit"),
     "header past end": (build(body(), length=100), TruncatedError, "header"),
     "header crc": (build(body(), crc=1), ChecksumError, "header CRC"),
@@ -772,6 +933,41 @@ CASES = {
     "overlap": (build(body([rec("a"), rec("b", offset=1)]), b"abcabc"), FormatError, "overlaps"),
     "payload past end": (one(payload=b"abc", length=10), TruncatedError, "before the last"),
     "trailing bytes": (build(body([rec()]), b"abcd"), FormatError, "after the last payload"),
+    # the compact index (format 1.2)
+    "c: prefix beyond previous": (cone(prefix=1), FormatError, "shares 1 name bytes"),
+    "c: prefix not longest": (cbuild(body([crec("ab"), crec("ac", prev=b"ab", prefix=0, payload=b"de")]),
+                                     b"abcde"), FormatError, "longest common prefix"),
+    "c: duplicate via prefix": (cbuild(body([crec("ab"), crec("ab", prev=b"ab", payload=b"de")]), b"abcde"),
+                                FormatError, "twice"),
+    "c: empty name": (cone(name=""), FormatError, "empty name"),
+    "c: name not utf-8": (cbuild(body([crec("\u00e9"), crec(b"\xc3", prev=b"\xc3\xa9", payload=b"de")]),
+                                 b"abcde"), FormatError, "UTF-8"),
+    "c: stage code 5": (cone(chain_bytes=b"\x01\x05"), VersionError, "stage code 5"),
+    "c: float head 9": (cone(chain_bytes=b"\x01\x03\x09"), VersionError, "float head 9"),
+    "c: float trailing zero": (cone(chain_bytes=b"\x01\x03\x02\x3f\x00"), FormatError, "shortest"),
+    "c: float long form of a qp step": (cone(chain_bytes=b"\x01\x03\x02\x3f\xb0"), FormatError,
+                                        "one-byte form"),
+    "c: float nan": (cone(chain_bytes=b"\x01\x03\x02\x7f\xf8"), FormatError, "nan"),
+    "c: float inf": (cone(chain_bytes=b"\x01\x03\x02\xff\xf0"), FormatError, "inf"),
+    "c: float cut short": (cone(chain_bytes=b"\x01\x03\x08\x3f"), FormatError, "remain"),
+    "c: short stage written out": (cone(chain_bytes=b"\x01\x00" + sb("uniform") + uv(1) + sb("step")
+                                        + b"\x08\x02\x3f\xb9"), FormatError, "short code"),
+    "c: raw written out": (cone(chain_bytes=b"\x01\x00" + sb("raw") + uv(0)), FormatError, "short code"),
+    "c: id among parameters": (cone(chain_bytes=b"\x01\x00" + sb("x") + uv(1) + sb("id") + val("y")),
+                               FormatError, "'id'"),
+    "c: tag 4 in compact": (cone(chain=[{"id": "x", "p": 0.5}], chain_bytes=b"\x01\x00" + sb("x") + uv(1)
+                                 + sb("p") + val(0.5)), FormatError, "tag 4"),
+    "c: unsorted parameters": (cone(chain_bytes=b"\x01\x00" + sb("x") + uv(2) + sb("b") + val(1)
+                                    + sb("a") + val(2)), FormatError, "increasing"),
+    "c: stage count beyond body": (cone(chain_bytes=uv(10 ** 9)), FormatError, "remain"),
+    "c: nesting too deep": (cone(chain=_DEEP_BAD), LimitError, "deeper than 16"),
+    "c: reserved value tag": (cone(chain_bytes=b"\x01\x00" + sb("x") + uv(1) + sb("p") + b"\x09"),
+                              VersionError, "tag 9"),
+    "c: payload past end": (cone(payload=b"abc", length=10), TruncatedError, "before the last"),
+    "c: trailing bytes": (cbuild(body([crec()]), b"abcd"), FormatError, "after the last payload"),
+    "c: dtype 0": (cone(dtype=0), VersionError, "dtype code 0"),
+    "c: backend 4": (cone(backend=4), VersionError, "backend id 4"),
+    "c: 17 dims": (cone(dims=(1,) * 17), LimitError, "17 dimensions"),
 }
 
 
@@ -787,7 +983,16 @@ def test_crafted_invalid_files(name):
 
 def test_crafted_valid_files():
     with Reader(build(body(), minor=9)) as r:  # a newer minor version is read
-        assert r.version == (1, 9)
+        assert r.version == (1, 9) and not r.compact
+    with Reader(cbuild(body(), minor=9)) as r:
+        assert r.version == (1, 9) and r.compact
+    with Reader(cone(chain=_DEEP_OK)) as r:
+        assert r.record_info("t").chain == _DEEP_OK
+    two = [crec("a.weight", payload=b"abc"), crec("a.bias", prev=b"a.weight", payload=b"de"),
+           crec("a", prev=b"a.bias", payload=b"")]
+    with Reader(cbuild(body(two), b"abcde")) as r:
+        assert r.keys() == ["a.weight", "a.bias", "a"]
+        assert r.record_info("a.bias").offset == r.header_size + 3
     with Reader(one(chain=_DEEP_OK)) as r:  # nesting level 16 is the limit, inclusive
         assert r.record_info("t").chain == _DEEP_OK
     read_all(build(body(_TWO), b"abcde"))
@@ -811,4 +1016,4 @@ def test_limits_can_be_lowered():
 def test_errors_belong_to_the_hierarchy():
     for error in (TruncatedError, ChecksumError, VersionError, LimitError):
         assert issubclass(error, FormatError) and issubclass(error, NNCodecError)
-    assert C.PREAMBLE_SIZE == 20 and C.MAGIC == MAGIC and C.FORMAT_VERSION == (1, 1)
+    assert C.PREAMBLE_SIZE == 20 and C.MAGIC == MAGIC and C.FORMAT_VERSION == (1, 2)

@@ -216,9 +216,9 @@ def test_settings_are_recorded_and_files_decode_without_them():
     plain = nncodec.encode(w, qp=-24)
     rd = nncodec.encode(w, qp=-24, rdoq=True)
     dq = nncodec.encode(w, qp=-24, dq=True, rd_lambda=0.2)
-    for data, version, stage, words in ((plain, (1, 0), "uniform", None),
-                                        (rd, (1, 0), "uniform", "RDOQ lambda 0.12"),
-                                        (dq, (1, 1), "dq", "dependent quantization, RDOQ lambda 0.2")):
+    for data, version, stage, words in ((plain, (1, 2), "uniform", None),
+                                        (rd, (1, 2), "uniform", "RDOQ lambda 0.12"),
+                                        (dq, (1, 2), "dq", "dependent quantization, RDOQ lambda 0.2")):
         with container.Reader(data) as r:
             assert r.version == version
         with nncodec.open(data) as f:
@@ -269,7 +269,7 @@ def test_cli_flags(tmp_path):
     r = runner.invoke(main, ["encode", str(path), "-o", str(out), "--dq", "--rdoq", "--target-snr", "28"])
     assert r.exit_code == 0, r.output
     r = runner.invoke(main, ["info", str(out)])
-    assert r.exit_code == 0 and "dq(step=" in r.output and "nnc format 1.1" in r.output
+    assert r.exit_code == 0 and "dq(step=" in r.output and "nnc format 1.2" in r.output
     assert "dependent quantization, RDOQ lambda 0.12" in r.output
     r = runner.invoke(main, ["verify", str(out)])
     assert r.exit_code == 0

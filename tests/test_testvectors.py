@@ -53,3 +53,50 @@ def test_info_json_is_stable(name):
 def test_vectors_verify(name):
     r = CliRunner().invoke(main, ["verify", os.path.join(HERE, f"{name}.nnc")])
     assert r.exit_code == 0, r.output
+
+
+LEGACY = os.path.join(HERE, "legacy")
+LEGACY_NAMES = sorted(f[:-4] for f in os.listdir(LEGACY) if f.endswith(".nnc"))
+
+
+def test_legacy_vectors_are_there():
+    assert len(LEGACY_NAMES) >= 6
+
+
+@pytest.mark.parametrize("name", LEGACY_NAMES)
+def test_legacy_vectors_still_decode(name):
+    """Files of formats 1.0 / 1.1 (the legacy index, written before 1.2): read, decoded to the
+    arrays they gave then, and re-written byte for byte with compact=False."""
+    from nncodec.container import Reader, pack
+
+    path = os.path.join(LEGACY, f"{name}.nnc")
+    with open(path, "rb") as f:
+        blob = f.read()
+    with Reader(blob) as r:
+        assert r.version in ((1, 0), (1, 1)) and not r.compact
+        assert r.version == ((1, 1) if name == "dq_rdoq" else (1, 0))
+        records = [r.read_record(n) for n in r.keys()]
+        meta = r.metadata()
+    assert pack(records, meta, compact=False) == blob
+    got = nncodec.load_file(path)
+    with np.load(os.path.join(LEGACY, f"{name}.expected.npz")) as expected:
+        assert sorted(got) == sorted(expected.files)
+        for k in expected.files:
+            assert got[k].dtype == expected[k].dtype and got[k].shape == expected[k].shape
+            np.testing.assert_array_equal(got[k], expected[k])
+    # the same records in the compact index: smaller header, same tensors
+    compact = pack(records, meta)
+    assert len(compact) < len(blob) or not records
+    again = nncodec.decode(compact)
+    for k in got:
+        np.testing.assert_array_equal(again[k], got[k])
+    r = CliRunner().invoke(main, ["verify", path])
+    assert r.exit_code == 0, r.output
+
+
+def test_current_vectors_use_the_compact_index():
+    from nncodec.container import Reader
+
+    for name in VECTORS:
+        with Reader(os.path.join(HERE, f"{name}.nnc")) as r:
+            assert r.version == (1, 2) and r.compact

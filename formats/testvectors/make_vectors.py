@@ -9,7 +9,10 @@ tests/test_testvectors.py checks that encoding the inputs gives these bytes
 exactly, and that decoding them gives these arrays. Regenerate only on purpose:
 when the format changes (bump its version and say so in formats/nnc-v1.md), or
 when an encoder decision changes (say why in the commit). Old vectors must keep
-decoding either way.
+decoding either way: legacy/ keeps the vectors as format 1.0 / 1.1 wrote them (legacy
+index, before the compact index of 1.2), with the arrays they decode to; tests check that
+they still decode and re-encode byte for byte with ``pack(..., compact=False)``. This script
+does not touch legacy/.
 """
 from __future__ import annotations
 

@@ -8,6 +8,13 @@ Payload (version 1)::
     n x      zigzag uvarint   first distinct level, then gaps to the next (sorted ascending)
     n x      uvarint          count of each distinct level (sum = element count)
     ...      range-coder words, uint32 little-endian (absent when n <= 1)
+
+The levels are coded as the indices of their values in the sorted table, all with
+the one model. Both directions work on blocks of ``CHUNK`` levels, so that no
+temporary holds a whole tensor in a wide type: the extra memory is about the size
+of the int32 levels (encode) or of the int32 output (decode), plus a few blocks.
+A range coder's stream does not depend on how its symbols are split into calls,
+so the bytes are those of coding the tensor in one call.
 """
 from __future__ import annotations
 
@@ -17,6 +24,8 @@ from ..errors import FormatError, LimitError, TruncatedError
 from ..varint import decode_uvarint, encode_uvarint
 
 VERSION = 1
+CHUNK = 1 << 16  # levels per block handed to the range coder
+_DENSE_SPAN = 1 << 16  # level ranges up to this wide are counted with a table, wider ones sorted
 
 
 def _zigzag(v: int) -> int:
@@ -33,12 +42,40 @@ def _model(counts: np.ndarray):
     return constriction.stream.model.Categorical(counts.astype(np.float64), perfect=False)
 
 
+def _table(lv: np.ndarray):
+    """(sorted distinct values, their counts, block -> int32 indices), without whole-tensor
+    temporaries wider than the levels themselves."""
+    lo, hi = int(lv.min()), int(lv.max())
+    span = hi - lo + 1
+    if span <= _DENSE_SPAN:
+        full = np.zeros(span, np.int64)
+        for s in range(0, lv.size, CHUNK):
+            full += np.bincount(lv[s:s + CHUNK].astype(np.int64) - lo, minlength=span)
+        present = np.flatnonzero(full)
+        values = present + lo
+        counts = full[present]
+        lut = np.full(span, -1, np.int32)
+        lut[present] = np.arange(present.size, dtype=np.int32)
+
+        def index(block: np.ndarray) -> np.ndarray:
+            return lut[block.astype(np.int64) - lo]
+    else:
+        values, counts = np.unique(lv, return_counts=True)  # sorts one int32 copy
+
+        def index(block: np.ndarray) -> np.ndarray:
+            return np.searchsorted(values, block).astype(np.int32)
+    return values, counts, index
+
+
 def encode(levels, *, row_length: int | None = 0) -> bytes:
     import constriction
 
     lv = np.ascontiguousarray(levels, dtype=np.int32).reshape(-1)
-    values, inverse, counts = np.unique(lv, return_inverse=True, return_counts=True)
     out = bytearray((VERSION,))
+    if lv.size == 0:
+        out += encode_uvarint(0)
+        return bytes(out)
+    values, counts, index = _table(lv)
     out += encode_uvarint(len(values))
     prev = None
     for v in values.tolist():
@@ -46,19 +83,22 @@ def encode(levels, *, row_length: int | None = 0) -> bytes:
         prev = v
     for c in counts.tolist():
         out += encode_uvarint(c)
-    if len(values) > 1:
-        enc = constriction.stream.queue.RangeEncoder()
-        enc.encode(inverse.astype(np.int32).reshape(-1), _model(counts))
-        out += enc.get_compressed().astype("<u4").tobytes()
-    return bytes(out)
+    if len(values) <= 1:
+        return bytes(out)
+    enc = constriction.stream.queue.RangeEncoder()
+    model = _model(counts)
+    for s in range(0, lv.size, CHUNK):
+        enc.encode(index(lv[s:s + CHUNK]), model)
+    words = enc.get_compressed().astype("<u4", copy=False)
+    return b"".join((out, words.tobytes()))
 
 
 def decode(data, count: int) -> np.ndarray:
     import constriction
 
     count = int(count)
-    buf = bytes(data)
-    if not buf:
+    buf = memoryview(data).cast("B") if not isinstance(data, bytes) else data
+    if not len(buf):
         raise TruncatedError("empty constriction payload")
     if buf[0] != VERSION:
         raise FormatError(f"unknown constriction payload version {buf[0]}")
@@ -67,7 +107,7 @@ def decode(data, count: int) -> np.ndarray:
         raise FormatError(f"payload lists {n} distinct levels for {count} elements")
     if n > len(buf):
         raise TruncatedError("payload shorter than its distinct-level table")
-    values = np.empty(n, dtype=np.int64)
+    values = np.empty(n, dtype=np.int32)
     prev = None
     for i in range(n):
         z, pos = decode_uvarint(buf, pos)
@@ -98,19 +138,28 @@ def decode(data, count: int) -> np.ndarray:
             raise FormatError("bytes left over after a single-level payload")
         return np.full(count, values[0] if n else 0, dtype=np.int32)
     words = buf[pos:]
-    if len(words) % 4 or not words:
+    if len(words) % 4 or not len(words):
         raise TruncatedError("range-coder data is not a whole number of 32-bit words")
-    compressed = np.frombuffer(words, dtype="<u4").astype(np.uint32)
+    compressed = np.frombuffer(words, dtype="<u4").astype(np.uint32)  # an aligned copy
+    out = np.empty(count, dtype=np.int32)
+    seen = np.zeros(n, dtype=np.int64)
     try:
         dec = constriction.stream.queue.RangeDecoder(compressed)
-        idx = dec.decode(_model(counts), count)
+        model = _model(counts)
+        for s in range(0, count, CHUNK):
+            m = min(CHUNK, count - s)
+            idx = np.asarray(dec.decode(model, m))
+            if idx.size != m or (m and (int(idx.min()) < 0 or int(idx.max()) >= n)):
+                raise FormatError("range decoder returned symbols outside the level table")
+            seen += np.bincount(idx, minlength=n)
+            out[s:s + m] = values[idx]
         exhausted = dec.maybe_exhausted()
+    except FormatError:
+        raise
     except Exception as exc:  # constriction reports bad data with its own types
         raise FormatError(f"range decoder rejected the data: {exc}") from None
     if not exhausted:
         raise FormatError("range-coder words left over after the last level")
-    idx = np.asarray(idx, dtype=np.int64)
-    out = values[idx].astype(np.int32)
-    if not np.array_equal(np.bincount(idx, minlength=n), counts):
+    if not np.array_equal(seen, counts):
         raise FormatError("decoded levels do not match the stored histogram")
     return out
