@@ -109,6 +109,13 @@ _CF_TABLE: tuple = tuple(
                (h - _CF_EXP_BIAS) // 4) for h in range(_CF_FIRST_EXP_HEAD, 256))
 _CF_HEAD_BY_BITS: dict = {_F64BE.pack(f): h for h, f in enumerate(_CF_TABLE, _CF_FIRST_EXP_HEAD)}
 
+def qp_grid_step(e: int) -> Optional[float]:
+    """The step 2 ** (e / 4) (correctly rounded) when the compact index stores it in one byte
+    (e in -160..79, section 6.1), else None."""
+    h = int(e) + _CF_EXP_BIAS
+    return _CF_TABLE[h - _CF_FIRST_EXP_HEAD] if _CF_FIRST_EXP_HEAD <= h <= 255 else None
+
+
 # Stage codes of the compact index (section 5.3): 0 = any stage, written out; the others stand
 # for one stage id with exactly the parameters listed (a float "step", or none).
 _STAGE_GENERIC = 0

@@ -40,7 +40,7 @@ import numpy as np
 from . import _parallel, bf16
 from . import prune as _prune
 from . import quantize as _quantize
-from .container import DTYPES, RecordInfo, TensorRecord
+from .container import DTYPES, RecordInfo, TensorRecord, qp_grid_step
 from .entropy import DEFAULT_BACKEND, backend_by_id, get_backend
 from .errors import FormatError
 from .quant_snr import _as_real, quantize_checked, step_for_snr, step_for_snr_many
@@ -263,7 +263,8 @@ class Settings:
         (1-D, float32 or float64), stored as ``dtype``; ``model_step`` is the one step
         of a model-wide target SNR (``model_step_for``)."""
         if ndim <= 1:
-            return _step_reaching(w, self.small_snr, dtype)
+            step = _step_reaching(w, self.small_snr, dtype)
+            return _snap_small(w, step, self.small_snr, dtype) if w.size <= _SNAP_MAX_VALUES else step
         if model_step is not None:
             return model_step
         if self.step is not None:
@@ -274,6 +275,27 @@ class Settings:
             return rd_step_reaching([(w, row, dtype)], self.target, self)
         return _step_reaching(w, self.target_snr if self.target_snr is not None else DEFAULT_TARGET_SNR,
                               dtype)
+
+
+# A step 2 ** (e / 4) takes 1 byte in the index, any other float 9 (nnc-v1.md section 6.1). For a
+# small 1-D tensor the finer step on that grid costs less than the 8 bytes saved: on average 1/8
+# bit a value more, so up to 256 values at most 4 bytes.
+_SNAP_MAX_VALUES = 256
+
+
+def _snap_small(w: np.ndarray, step: float, target: float, dtype: str) -> float:
+    """The largest step 2 ** (e / 4) <= ``step`` (at most one QP-octave finer) that still reaches
+    ``target`` dB, rounding to ``dtype`` included; ``step`` when there is none."""
+    if not (step > 0 and math.isfinite(step)) or not np.any(w):
+        return step
+    e = math.floor(4.0 * math.log2(step))
+    for k in range(e + 1, e - 4, -1):
+        s = qp_grid_step(k)
+        if s is None or s > step:
+            continue
+        if _stored_snr(w, s, dtype) >= target:
+            return float(s)
+    return step
 
 
 def _stored(values: np.ndarray, dtype: str) -> np.ndarray:

@@ -349,3 +349,21 @@ def test_ordered_map_runs_in_workers_keeps_order_and_raises():
         for v in _ordered_map(bad, range(50), 4):
             got.append(v)
     assert got == list(range(7))
+
+
+def test_small_1d_steps_sit_on_the_qp_grid_and_keep_their_snr():
+    from nncodec.container import qp_grid_step
+
+    rng = np.random.default_rng(5)
+    model = {"w": rng.standard_normal((32, 64)).astype(np.float32),
+             "b_small": (rng.standard_normal(40) * 0.01).astype(np.float32),
+             "b_large": (rng.standard_normal(3000) * 0.01).astype(np.float32)}
+    data = nncodec.encode(model, target_snr=30)
+    out = nncodec.decode(data)
+    with nncodec.open(data) as f:
+        steps = {t["name"]: t["chain"][-1]["step"] for t in f.info()["tensors"]}
+    grid = {qp_grid_step(e) for e in range(-160, 80)}
+    assert steps["b_small"] in grid
+    assert steps["b_large"] not in grid  # a large tensor keeps the step found for it
+    for name in ("b_small", "b_large"):
+        assert _snr(model[name], out[name]) >= DEFAULT_SMALL_SNR
