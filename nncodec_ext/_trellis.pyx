@@ -18,7 +18,8 @@ prefix and top two offset bits, the other offset bits bypass) and its context
 choice (previous level, level one row up, running mean ``ew`` of the row's
 magnitudes; each state of the search carries its own previous level and ew),
 with the coder's K, E, adaptation shifts and initial states (prior tables when
-init = 1). Its context probabilities adapt like the coder's, block by block (a block is a row, or 256 levels without rows):
+init = 1); for DQ, the coder's dq contexts (sig and gt flags in a set per
+quantizer, which each state of the search knows). Its context probabilities adapt like the coder's, block by block (a block is a row, or 256 levels without rows):
 the costs are frozen while a block is searched, then the model learns from the
 block's levels on the path that is best at that moment. It is an estimate;
 the coder measures the real size.
@@ -78,11 +79,14 @@ cdef struct Model:
     int E
     int fast        # the coder's adaptation shifts
     int slow
-    int gt          # first context of each kind (the coder's numbering)
+    int dq          # the coder's dq contexts: two sets of sig and gt, by the quantizer
+    int sign        # first context of each kind (the coder's numbering)
+    int gt
     int pre
     int suf
     int nctx
     int64_t ew      # the coder's running row mean (x4), carried between learned blocks
+    int st          # and the dependent quantizer's state
     int64_t *a
     int64_t *b
     int32_t *n
@@ -147,14 +151,15 @@ cdef inline int64_t imin(int64_t a, int64_t b) noexcept nogil:
     return a if a < b else b
 
 
-cdef double mag_bits(Model *m, int64_t mag, int64_t s) noexcept nogil:
-    """Greater-than flags and Exp-Golomb remainder of a magnitude >= 1 at activity s."""
+cdef double mag_bits(Model *m, int64_t mag, int64_t s, int gt) noexcept nogil:
+    """Greater-than flags (contexts from ``gt`` on) and Exp-Golomb remainder of a magnitude >= 1
+    at activity s."""
     cdef int K = m.K
     cdef double bits = 0.0
     cdef int64_t k = 1, r, e, j, t, b1, b2
     cdef int i
     while k <= K:
-        i = m.gt + <int> (k - 1) * N_MC + mag_class(s, k)
+        i = gt + <int> (k - 1) * N_MC + mag_class(s, k)
         if mag > k:
             bits = bits + m.c1[i]
             k += 1
@@ -187,7 +192,7 @@ cdef void learn(Model *m, const int32_t *lv, Py_ssize_t start, Py_ssize_t stop, 
     cdef Py_ssize_t j
     cdef int64_t q, p, ab, mag, k, s, r, e, jj, t, b1
     cdef int64_t ew = m.ew
-    cdef int flag
+    cdef int flag, st = m.st, qs = 0
     for j in range(start, stop):
         if row > 0 and j % row == 0:
             ew = 0
@@ -195,15 +200,17 @@ cdef void learn(Model *m, const int32_t *lv, Py_ssize_t start, Py_ssize_t stop, 
         p = lv[j - 1] if j >= 1 else 0
         ab = lv[j - row] if (row > 0 and j >= row) else 0
         s = (ew >> 2) + iabs(ab) + iabs(p)
-        ctx_update(m, ((1 if p != 0 else 0) * 3 + <int> imin(iabs(ab), 2)) * 4 + <int> imin(ew >> 2, 3),
-                   1 if q != 0 else 0)
+        if m.dq:
+            qs = st >> 1
+        ctx_update(m, qs * N_SIG + ((1 if p != 0 else 0) * 3 + <int> imin(iabs(ab), 2)) * 4
+                   + <int> imin(ew >> 2, 3), 1 if q != 0 else 0)
         mag = iabs(q)
         if q != 0:
-            ctx_update(m, N_SIG + cls(p) * 3 + cls(ab), 1 if q < 0 else 0)
+            ctx_update(m, m.sign + cls(p) * 3 + cls(ab), 1 if q < 0 else 0)
             k = 1
             while k <= m.K:
                 flag = 1 if mag > k else 0
-                ctx_update(m, m.gt + <int> (k - 1) * N_MC + mag_class(s, k), flag)
+                ctx_update(m, m.gt + qs * m.K * N_MC + <int> (k - 1) * N_MC + mag_class(s, k), flag)
                 if not flag:
                     break
                 k += 1
@@ -225,7 +232,9 @@ cdef void learn(Model *m, const int32_t *lv, Py_ssize_t start, Py_ssize_t stop, 
                     if e > 1:
                         ctx_update(m, m.suf + <int> (jj * 3 + 1 + b1), <int> ((r >> (e - 2)) & 1))
         ew = ew + mag - (ew >> 2)
+        st = TRANS[st][mag & 1]
     m.ew = ew
+    m.st = st
 
 
 cdef inline int candidates(double a, int quant, bint dq, double zlim, int64_t *mag, double *dist) noexcept nogil:
@@ -442,7 +451,7 @@ def rd_quantize(const real[::1] w, double step, Py_ssize_t row, int K, int E, in
     cdef int64_t ewn[4]
     cdef uint8_t bn[4]
     cdef int64_t ab, pk, pk2, act, amag
-    cdef int neg, cp, cab, sig
+    cdef int neg, cp, cab, sig, qs, gtb
     cdef double r0, r1
     cdef double lc[3]
     cdef int bc0[2]
@@ -480,11 +489,14 @@ def rd_quantize(const real[::1] w, double step, Py_ssize_t row, int K, int E, in
     m.E = E
     m.fast = rates & 15
     m.slow = rates >> 4
-    m.gt = N_SIG + N_SIGN
-    m.pre = m.gt + N_MC * K
+    m.dq = 1 if dq else 0
+    m.sign = N_SIG * (1 + m.dq)
+    m.gt = m.sign + N_SIGN
+    m.pre = m.gt + N_MC * K * (1 + m.dq)
     m.suf = m.pre + N_MC * N_POS
     m.nctx = m.suf + 3 * N_POS
     m.ew = 0
+    m.st = 0
     m.table = &table[0]
     m.a = <int64_t *> malloc(m.nctx * sizeof(int64_t))
     m.b = <int64_t *> malloc(m.nctx * sizeof(int64_t))
@@ -499,14 +511,14 @@ def rd_quantize(const real[::1] w, double step, Py_ssize_t row, int K, int E, in
     with nogil:
         for i in range(m.nctx):
             m.a[i] = ONE30 // 2
-            m.n[i] = 31 if (i >= N_SIG and i < N_SIG + N_SIGN) else 0
+            m.n[i] = 31 if (i >= m.sign and i < m.gt) else 0
         if init:
             # the coder's prior tables: a = b = v * 2^22, n = 8 (sign contexts keep theirs)
-            for i in range(N_SIG):
-                m.a[i] = (<int64_t> SIG_PRIOR[i]) << 22
+            for i in range(m.sign):
+                m.a[i] = (<int64_t> SIG_PRIOR[i % N_SIG]) << 22
                 m.n[i] = 8
-            for i in range(N_MC * K):
-                m.a[m.gt + i] = (<int64_t> GT_PRIOR[1 if i >= N_MC else 0][i % N_MC]) << 22
+            for i in range(m.pre - m.gt):
+                m.a[m.gt + i] = (<int64_t> GT_PRIOR[1 if i % (N_MC * K) >= N_MC else 0][i % N_MC]) << 22
                 m.n[m.gt + i] = 8
             for i in range(N_MC * N_POS):
                 m.a[m.pre + i] = (<int64_t> PREFIX_PRIOR[imin(i // N_MC, 3)][i % N_MC]) << 22
@@ -592,12 +604,15 @@ def rd_quantize(const real[::1] w, double step, Py_ssize_t row, int K, int E, in
                     # the parts of the rate that depend on this path's context, not on the level
                     pk = prv[s]
                     cp = cls(pk)
-                    sig = ((1 if pk != 0 else 0) * 3 + <int> imin(amag, 2)) * 4 + <int> imin(ew[s] >> 2, 3)
+                    qs = (s >> 1) if m.dq else 0
+                    sig = qs * N_SIG + ((1 if pk != 0 else 0) * 3 + <int> imin(amag, 2)) * 4 \
+                        + <int> imin(ew[s] >> 2, 3)
                     r0 = m.c0[sig]
-                    r1 = m.c1[sig] + (m.c1[N_SIG + cp * 3 + cab] if neg else m.c0[N_SIG + cp * 3 + cab])
+                    r1 = m.c1[sig] + (m.c1[m.sign + cp * 3 + cab] if neg else m.c0[m.sign + cp * 3 + cab])
                     act = (ew[s] >> 2) + amag + iabs(pk)
+                    gtb = m.gt + qs * K * N_MC
                     for c in range(nc):
-                        lc[c] = dd[c] + lam * (r0 if mg[c] == 0 else r1 + mag_bits(&m, mg[c], act))
+                        lc[c] = dd[c] + lam * (r0 if mg[c] == 0 else r1 + mag_bits(&m, mg[c], act, gtb))
                     bcp = bcl
                     bdp = bdl
                     best_of_parity(nc, mg, lc, dq, lc, bcp, bdp)
