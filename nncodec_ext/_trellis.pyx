@@ -24,6 +24,14 @@ the costs are frozen while a block is searched, then the model learns from the
 block's levels on the path that is best at that moment. It is an estimate;
 the coder measures the real size.
 
+Speed (same decisions as the general loop): DQ with lam = 0 runs ``fast_dq``
+(costs in registers); DQ with lam > 0 takes, per survivor, the best candidate of
+each parity (``dq_state_costs``) and then the cheaper of the two sources of each
+state; the cost of a magnitude's gt/remainder bins depends only on the context
+set, the magnitude and which class each bin's threshold puts the activity in,
+so it is cached per (set, activity interval, magnitude) until the next refresh
+(``cached_mag_bits``, tensors of 1024 levels or more).
+
 ``nncodec/quantize/rdq.py`` holds the pure-Python twin (same decisions) and the
 policy (lambda, K and E, the acceptance test).
 """
