@@ -221,8 +221,19 @@ def test_random_bytes_raise_only_format_errors(data, count):
 
 @given(st.binary(min_size=3, max_size=400), st.integers(0, 2000))
 def test_random_bodies_behind_a_valid_header(body, count):
-    header = bytes([2, body[0], body[1] & 0x7F, body[2] % 128])
+    header = bytes([2, body[0], body[1], body[2] % 128])  # bit 7 of byte 2: the dq flag, either
     _decode_or_error(header + body[3:], count)
+
+
+def test_bit_flips_in_dq_payloads_never_crash():
+    rng = np.random.default_rng(8)
+    x = np.round(rng.laplace(0, 3, 800)).astype(np.int32)
+    data = cabac.encode(x, row_length=40, dq=True)
+    for pos in range(len(data)):
+        for bit in range(8):
+            bad = bytearray(data)
+            bad[pos] ^= 1 << bit
+            _decode_or_error(bytes(bad), x.size)
 
 
 def _sample_payload(n=3000, seed=3):
