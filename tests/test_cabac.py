@@ -75,12 +75,15 @@ def env(name, value):
 @given(level_arrays, st.integers(0, 40))
 def test_pure_python_mode_writes_the_same_payload(x, row):
     fast = cabac.encode(x, row_length=row)
+    fast_dq = cabac.encode(x, row_length=row, dq=True)
     with env("NNCODEC_PURE_PYTHON", "1"):
         assert cabac.implementation() is cabac_ref
         slow = cabac.encode(x, row_length=row)
+        slow_dq = cabac.encode(x, row_length=row, dq=True)
         np.testing.assert_array_equal(cabac.decode(fast, x.size), x)
+        np.testing.assert_array_equal(cabac.decode(fast_dq, x.size), x)
     assert cabac.implementation() is _cabac
-    assert fast == slow
+    assert fast == slow and fast_dq == slow_dq
 
 
 @pytest.mark.parametrize("x", [
