@@ -4,6 +4,7 @@
     python bench/bench_rd.py                    # full run -> bench/results/rd.json, rd_rate_snr.png, README section
     python bench/bench_rd.py --quick            # digits only, 3 points per curve, writes under /tmp
     python bench/bench_rd.py --from-json bench/results/rd.json   # re-render the README section and the plot
+    python bench/bench_rd.py --from-json bench/results/rd.json --extras   # add the bound and dq-context sizes
     python bench/bench_rd.py --models efficientnet --repeats 2 --no-lambda-sweep
 
 For the digits CNN and EfficientNet-Lite0 (loaded as in bench/bench_pipeline.py) it
@@ -165,6 +166,78 @@ def lambda_sweep(sd, snr: float = 30.0) -> List[dict]:
     return out
 
 
+# 10 log10(2 pi e / 12) / 6.02: the rate a uniform scalar quantizer with ideal entropy coding
+# spends above the Shannon lower bound at high rate, in bits per weight (1.53 dB)
+SPACE_FILLING_BITS = 0.5 * math.log2(2.0 * math.pi * math.e / 12.0)
+
+
+def _weight_records(data: bytes):
+    """(name, stage, levels, row length, payload) of each cabac-coded weight tensor of a file."""
+    from nncodec.container import Reader
+    from nncodec.entropy import cabac
+
+    r = Reader(data)
+    for info in r.records():
+        if len(info.shape) < 2 or info.backend != 1:
+            continue
+        payload = r.read_payload(info.name)
+        _, _, row, _ = cabac.parse_header(payload)
+        yield info.name, info.chain[-1], cabac.decode(payload, info.numel), row, payload
+
+
+def memoryless_bound(sd, snr: float) -> dict:
+    """An estimate of the fewest bits per weight any quantizer could spend at ``snr`` if the
+    weights of a tensor were independent draws from one distribution: the empirical entropy of
+    plain uniform levels at that SNR (per tensor, static: no model cost), less the 0.254 bits
+    by which entropy-coded uniform quantization exceeds the Shannon lower bound at high rate.
+    (High-rate approximation, which at 3-6 bits a weight makes the bound if anything too low;
+    dependencies between weights are what could beat it.)"""
+    import nncodec
+
+    data = nncodec.encode(sd, target_snr=snr)
+    bits = 0.0
+    n = 0
+    for _, _, lv, _, _ in _weight_records(data):
+        _, counts = np.unique(lv, return_counts=True)
+        c = counts.astype(np.float64)
+        bits += float(-(c * np.log2(c / lv.size)).sum())
+        n += lv.size
+    got = bp.snr_db(sd, nncodec.decode(data), bp.is_weight)
+    # the step search may overshoot the SNR a little: back to ``snr`` at 6.02 dB per bit
+    return {"snr_db": snr, "snr_db_weights": got, "plain_entropy_bits_per_weight": bits / n,
+            "bound_bits_per_weight": bits / n - SPACE_FILLING_BITS - (got - snr) / (20.0 * math.log10(2.0))}
+
+
+def dq_context_gain(sd, qp: int, rdoq: bool = False) -> dict:
+    """Real payload bytes of the DQ weight tensors at ``qp`` with the coder's dq contexts (as
+    written) and the same levels recoded without them."""
+    import nncodec
+    from nncodec.entropy import cabac
+
+    data = nncodec.encode(sd, qp=qp, dq=True, rdoq=rdoq)
+    on = off = 0
+    for _, stage, lv, row, payload in _weight_records(data):
+        if stage["id"] != "dq":
+            continue
+        on += len(payload)
+        off += len(cabac.encode(lv, row_length=row, dq=False))
+    return {"qp": qp, "rdoq": rdoq, "bytes_with_dq_contexts": on, "bytes_without": off,
+            "pct": 100.0 * on / off if off else None}
+
+
+def extras(name: str, sd, log) -> dict:
+    out = {"bound": [], "dq_contexts": []}
+    for snr in COMPARE_AT:
+        b = memoryless_bound(sd, snr)
+        log(f"  {name} memoryless bound {snr:g} dB: {b['bound_bits_per_weight']:.4f} b/w")
+        out["bound"].append(b)
+    for qp in bp.QPS[name]:
+        g = dq_context_gain(sd, qp)
+        log(f"  {name} dq contexts qp {qp}: {g['pct']:.2f}% of the bytes without")
+        out["dq_contexts"].append(g)
+    return out
+
+
 def run_model(name: str, args, runner, log) -> dict:
     sd = load_model(name)
     npz = runner.tmp / f"{name}.npz"
@@ -198,6 +271,8 @@ def run_model(name: str, args, runner, log) -> dict:
         m["lambda_sweep"] = lambda_sweep(sd)
         log(f"  {name} lambda sweep: " + ", ".join(
             f"{'DQ' if r['dq'] else 'U'} {r['lambda']:g}: {r['bits_per_weight']:.4f}" for r in m["lambda_sweep"]))
+    if not args.quick:
+        m["extras"] = extras(name, sd, log)
     m.update(analyse(m))
     return m
 
@@ -271,6 +346,19 @@ def render(res: dict) -> str:
                 cells = [f"{r['lambda']:g}: {r['bits_per_weight']:.4f} ({100 * r['bits_per_weight'] / base[dq]:.2f})"
                          for r in m["lambda_sweep"] if r["dq"] == dq]
                 lines.append(f"- {'DQ' if dq else 'uniform'}: " + ", ".join(cells))
+        ex = m.get("extras")
+        if ex:
+            lines += ["", "Coder's dq contexts (payload flag `dq`, formats/cabac-v1.md): bytes of the DQ "
+                      "weight tensors (lambda 0, so the same levels) in % of the same levels coded without "
+                      "them: " + ", ".join(f"qp {g['qp']}: {g['pct']:.2f}" for g in ex["dq_contexts"]) + "."]
+            ref = {r["snr_db"]: r["ref_on_bits"] for r in m["comparison"]}
+            lines += ["", "Memoryless bound (estimate): entropy of the plain levels at the SNR, less the "
+                      f"{SPACE_FILLING_BITS:.3f} bits/weight by which uniform quantization exceeds the Shannon "
+                      "lower bound at high rate: were the weights of each tensor independent draws of one "
+                      "distribution, no quantizer and coder could spend less. "
+                      + ", ".join(f"{b['snr_db']:g} dB: {b['bound_bits_per_weight']:.3f} b/w = "
+                                  f"{_f(bp._pct(b['bound_bits_per_weight'], ref.get(b['snr_db'])), '{:.1f}')}% "
+                                  "of NNCodec DQ on" for b in ex["bound"]) + "."]
         lines += ["", "Targets: " + "; ".join(
             f"{k}: {'ok' if t['ok'] else 'MISSED'} ({', '.join(_f(v, '{:.1f}') for v in t['values'])})"
             for k, t in m["targets"].items()), ""]
@@ -373,6 +461,9 @@ def main(argv=None) -> int:
     ap.add_argument("--plot", type=Path, default=None)
     ap.add_argument("--readme", type=Path, default=None)
     ap.add_argument("--from-json", type=Path, default=None)
+    ap.add_argument("--extras", action="store_true",
+                    help="with --from-json: (re)compute the memoryless bound and the dq-context sizes, "
+                         "add them to the json")
     args = ap.parse_args(argv)
     tmpdir = Path(tempfile.gettempdir())
     out = args.out or (tmpdir / "rd_quick.json" if args.quick else DEFAULT_OUT)
@@ -382,6 +473,12 @@ def main(argv=None) -> int:
         import json
 
         res = json.loads(args.from_json.read_text())
+        if args.extras:
+            for name, m in res["models"].items():
+                print(f"{name}:", file=sys.stderr, flush=True)
+                m["extras"] = extras(name, load_model(name),
+                                     lambda s: print(s, file=sys.stderr, flush=True))
+            bp._atomic_write_json(args.from_json, res)
     else:
         if args.quick:
             args.models = ["digits"]

@@ -21,7 +21,9 @@ Contexts: the significance flag from whether the previous level is zero,
 same row); the sign from the signs of the previous and the above level;
 every magnitude bin from the local activity s = ew/4 + |above| + |prev|
 against the magnitude the bin tests. Contexts start at P = 1/2, or (init
-= 1) from fixed prior tables.
+= 1) from fixed prior tables. With dq = 1 (levels of a dependent quantizer)
+the coder follows the quantizer's 4-state machine through the parities of
+the levels and keeps two sets of sig and gt contexts, one per quantizer.
 
 Arithmetic coder: 32-bit range, 33-bit low with byte-wise carry propagation
 (pending 0xFF bytes are held back), renormalization when the range drops
@@ -124,9 +126,41 @@ for _i in range(WARMUP_MAX + 1):
     WARMUP_W[_i] = 1 + int(log2(_i + 1))
 
 
-def n_contexts(int K):
-    """Number of adaptive contexts used for a given K."""
-    return N_SIG_CTX + N_SIGN_CTX + K * N_MAG_CLASSES + N_PREFIX_CTX + N_SUFFIX_CTX
+# Dependent quantization (dq = 1): the coder replays the 4-state machine of the
+# dq stage (formats/cabac-v1.md section 1) from the parities of the levels and
+# codes the significance and greater-than flags of a level with a separate set of
+# contexts for each quantizer (states 0, 1: even multiples; 2, 3: odd multiples).
+cdef int TRANS[4][2]
+TRANS[0][0] = 0
+TRANS[0][1] = 2
+TRANS[1][0] = 2
+TRANS[1][1] = 0
+TRANS[2][0] = 1
+TRANS[2][1] = 3
+TRANS[3][0] = 3
+TRANS[3][1] = 1
+
+
+cdef struct Layout:
+    int sets                # context sets of sig and gt: 2 with dq, else 1
+    int sign_off, gt_off, pre_off, suf_off, nctx
+
+
+cdef Layout _layout(int K, int dq) noexcept nogil:
+    # sig[set][24], sign[9], gt[set][K][3], prefix[48], suffix[48]
+    cdef Layout L
+    L.sets = 2 if dq else 1
+    L.sign_off = N_SIG_CTX * L.sets
+    L.gt_off = L.sign_off + N_SIGN_CTX
+    L.pre_off = L.gt_off + K * N_MAG_CLASSES * L.sets
+    L.suf_off = L.pre_off + N_PREFIX_CTX
+    L.nctx = L.suf_off + N_SUFFIX_CTX
+    return L
+
+
+def n_contexts(int K, int dq=0):
+    """Number of adaptive contexts used for a given K (and dq flag)."""
+    return _layout(K, dq).nctx
 
 
 cdef struct Ctx:
@@ -317,12 +351,13 @@ cdef inline void _code_remainder(Enc* e, uint64_t r, int E, int K, uint64_t s,
 
 
 cdef inline void _code_levels(const int32_t* lv, Py_ssize_t n, Py_ssize_t row,
-                              int K, int E, Rates rt, Ctx* ctx, Enc* ep, int mode) noexcept nogil:
+                              int K, int E, Rates rt, Ctx* ctx, Enc* ep, int mode, int dq) noexcept nogil:
+    cdef Layout L = _layout(K, dq)
     cdef Ctx* sig_ctx = ctx
-    cdef Ctx* sign_ctx = ctx + N_SIG_CTX
-    cdef Ctx* gt_ctx = ctx + N_SIG_CTX + N_SIGN_CTX
-    cdef Ctx* pre_ctx = gt_ctx + K * N_MAG_CLASSES
-    cdef Ctx* suf_ctx = pre_ctx + N_PREFIX_CTX
+    cdef Ctx* sign_ctx = ctx + L.sign_off
+    cdef Ctx* gt_ctx = ctx + L.gt_off
+    cdef Ctx* pre_ctx = ctx + L.pre_off
+    cdef Ctx* suf_ctx = ctx + L.suf_off
     cdef Ctx* c
     cdef int32_t prev = 0
     cdef int32_t above = 0
@@ -334,6 +369,9 @@ cdef inline void _code_levels(const int32_t* lv, Py_ssize_t n, Py_ssize_t row,
     cdef Enc el = ep[0]
     cdef Enc* e = &el
     cdef Py_ssize_t above_from = row if row > 0 else n
+    cdef int st = 0          # the dependent quantizer's state (dq only)
+    cdef Ctx* sgc = sig_ctx  # this level's sets of sig and gt contexts
+    cdef Ctx* gtc = gt_ctx
     for i in range(n):
         if row > 0:
             if row_left == 0:
@@ -346,12 +384,16 @@ cdef inline void _code_levels(const int32_t* lv, Py_ssize_t n, Py_ssize_t row,
         am = _mag(above)
         s = (ew >> 2) + am + pm
         m = _mag(q)
-        _enc_bit(e, sig_ctx + _sig_ctx(prev, am, ew), q != 0, mode, rt)
+        if dq:
+            sgc = sig_ctx + N_SIG_CTX * (st >> 1)
+            gtc = gt_ctx + K * N_MAG_CLASSES * (st >> 1)
+            st = TRANS[st][m & 1]
+        _enc_bit(e, sgc + _sig_ctx(prev, am, ew), q != 0, mode, rt)
         if q != 0:
             neg = q < 0
             _enc_bit(e, sign_ctx + (_sign_class(prev) * 3 + _sign_class(above)), neg, mode, rt)
             k = 1
-            c = gt_ctx
+            c = gtc
             while k <= <uint32_t> K:
                 gt = m > k
                 _enc_bit(e, c + _mag_class(s, k), gt, mode, rt)
@@ -373,31 +415,34 @@ cdef inline void _prime(Ctx* c, uint32_t p256) noexcept nogil:
     c.n = PRIMED_COUNT
 
 
-cdef Ctx* _new_contexts(int K, int init) noexcept nogil:
-    cdef Py_ssize_t nctx = N_SIG_CTX + N_SIGN_CTX + K * N_MAG_CLASSES + N_PREFIX_CTX + N_SUFFIX_CTX
-    cdef Ctx* ctx = <Ctx*> malloc(nctx * sizeof(Ctx))
+cdef Ctx* _new_contexts(int K, int init, int dq) noexcept nogil:
+    cdef Layout L = _layout(K, dq)
+    cdef Ctx* ctx = <Ctx*> malloc(L.nctx * sizeof(Ctx))
     cdef Ctx* c
-    cdef Py_ssize_t j, k, pos
+    cdef Py_ssize_t j, k, pos, g
     if ctx != NULL:
-        for j in range(nctx):
+        for j in range(L.nctx):
             ctx[j].a = STATE_INIT
             ctx[j].b = STATE_INIT
             ctx[j].n = 0
         # signs are close to fair coins: start as if 31 bins had been seen
-        for j in range(N_SIG_CTX, N_SIG_CTX + N_SIGN_CTX):
+        for j in range(L.sign_off, L.gt_off):
             ctx[j].n = PRIOR_COUNT
         if init == 1:
-            for j in range(N_SIG_CTX):
-                _prime(ctx + j, SIG_PRIOR[j])
-            c = ctx + N_SIG_CTX + N_SIGN_CTX
-            for k in range(K):
-                for j in range(N_MAG_CLASSES):
-                    _prime(c + k * N_MAG_CLASSES + j, GT_PRIOR[k if k < 1 else 1][j])
-            c += K * N_MAG_CLASSES
+            # both sets of a kind start from the same table
+            for g in range(L.sets):
+                for j in range(N_SIG_CTX):
+                    _prime(ctx + g * N_SIG_CTX + j, SIG_PRIOR[j])
+            for g in range(L.sets):
+                c = ctx + L.gt_off + g * K * N_MAG_CLASSES
+                for k in range(K):
+                    for j in range(N_MAG_CLASSES):
+                        _prime(c + k * N_MAG_CLASSES + j, GT_PRIOR[k if k < 1 else 1][j])
+            c = ctx + L.pre_off
             for pos in range(N_POS):
                 for j in range(N_MAG_CLASSES):
                     _prime(c + pos * N_MAG_CLASSES + j, PREFIX_PRIOR[pos if pos < 3 else 3][j])
-            c += N_PREFIX_CTX
+            c = ctx + L.suf_off
             for pos in range(N_POS):
                 for j in range(3):
                     _prime(c + pos * 3 + j, SUFFIX_PRIOR[pos if pos < 4 else 4][j])
@@ -411,7 +456,9 @@ cdef Rates _rates(int rates):
     return r
 
 
-def _check_params(int K, int eg_k, Py_ssize_t row, int rates, int init):
+def _check_params(int K, int eg_k, Py_ssize_t row, int rates, int init, int dq=0):
+    if dq < 0 or dq > 1:
+        raise ValueError(f"dq must be 0 or 1, got {dq}")
     if init < 0 or init > 1:
         raise ValueError(f"context initialization must be 0 or 1, got {init}")
     if K < 0 or K > MAX_K:
@@ -425,14 +472,16 @@ def _check_params(int K, int eg_k, Py_ssize_t row, int rates, int init):
                          f"slow in {MIN_SLOW}..{MAX_SLOW}, got {rates:#x}")
 
 
-def encode(const int32_t[::1] levels, int K, int eg_k, Py_ssize_t row_length, int rates, int init):
-    """Arithmetic-code ``levels``; returns the coded body as bytes."""
-    _check_params(K, eg_k, row_length, rates, init)
+def encode(const int32_t[::1] levels, int K, int eg_k, Py_ssize_t row_length, int rates, int init,
+           int dq=0):
+    """Arithmetic-code ``levels``; returns the coded body as bytes. ``dq``: 1 for levels of
+    a dq stage (contexts by the state of the dependent quantizer)."""
+    _check_params(K, eg_k, row_length, rates, init, dq)
     cdef Py_ssize_t n = levels.shape[0]
     cdef Enc e
     cdef int j
     cdef Rates rt = _rates(rates)
-    cdef Ctx* ctx = _new_contexts(K, init)
+    cdef Ctx* ctx = _new_contexts(K, init, dq)
     if ctx == NULL:
         raise MemoryError()
     e.low = 0
@@ -449,7 +498,7 @@ def encode(const int32_t[::1] levels, int K, int eg_k, Py_ssize_t row_length, in
         raise MemoryError()
     with nogil:
         if n > 0:
-            _code_levels(&levels[0], n, row_length, K, eg_k, rt, ctx, &e, MODE_WRITE)
+            _code_levels(&levels[0], n, row_length, K, eg_k, rt, ctx, &e, MODE_WRITE, dq)
         # flush: any value in [low, low + range) identifies the last interval;
         # low rounded up to a multiple of 2**24 is one (range >= 2**24), and its
         # bytes after the top one are zeros, which the decoder reads past the end
@@ -466,7 +515,7 @@ def encode(const int32_t[::1] levels, int K, int eg_k, Py_ssize_t row_length, in
 
 
 def cost(const int32_t[::1] levels, int K, int eg_k, Py_ssize_t row_length, int rates, int init,
-         bint exact=False):
+         bint exact=False, int dq=0):
     """Cost of coding ``levels`` under the adaptive model, without coding.
 
     Returns (bits, context_bins, bypass_bins). ``bits`` is the ideal code
@@ -474,11 +523,11 @@ def cost(const int32_t[::1] levels, int K, int eg_k, Py_ssize_t row_length, int 
     bin; ``exact=False`` uses a 4096-entry table (|error| < 0.2%), ``exact=True``
     calls log2 for every bin.
     """
-    _check_params(K, eg_k, row_length, rates, init)
+    _check_params(K, eg_k, row_length, rates, init, dq)
     cdef Py_ssize_t n = levels.shape[0]
     cdef Enc e
     cdef Rates rt = _rates(rates)
-    cdef Ctx* ctx = _new_contexts(K, init)
+    cdef Ctx* ctx = _new_contexts(K, init, dq)
     if ctx == NULL:
         raise MemoryError()
     e.bits = 0.0
@@ -487,9 +536,9 @@ def cost(const int32_t[::1] levels, int K, int eg_k, Py_ssize_t row_length, int 
     with nogil:
         if n > 0:
             if exact:
-                _code_levels(&levels[0], n, row_length, K, eg_k, rt, ctx, &e, MODE_COST_EXACT)
+                _code_levels(&levels[0], n, row_length, K, eg_k, rt, ctx, &e, MODE_COST_EXACT, dq)
             else:
-                _code_levels(&levels[0], n, row_length, K, eg_k, rt, ctx, &e, MODE_COST_FAST)
+                _code_levels(&levels[0], n, row_length, K, eg_k, rt, ctx, &e, MODE_COST_FAST, dq)
     free(ctx)
     return e.bits, e.ctx_bins, e.bypass_bins
 
@@ -568,12 +617,16 @@ cdef inline uint64_t _dec_bypass_bits(Dec* d, int nbits) noexcept nogil:
 
 
 cdef int _decode_levels(Dec* dp, int32_t* out, Py_ssize_t n, Py_ssize_t row,
-                        int K, int E, Rates rt, Ctx* ctx) noexcept nogil:
+                        int K, int E, Rates rt, Ctx* ctx, int dq) noexcept nogil:
+    cdef Layout L = _layout(K, dq)
     cdef Ctx* sig_ctx = ctx
-    cdef Ctx* sign_ctx = ctx + N_SIG_CTX
-    cdef Ctx* gt_ctx = ctx + N_SIG_CTX + N_SIGN_CTX
-    cdef Ctx* pre_ctx = gt_ctx + K * N_MAG_CLASSES
-    cdef Ctx* suf_ctx = pre_ctx + N_PREFIX_CTX
+    cdef Ctx* sign_ctx = ctx + L.sign_off
+    cdef Ctx* gt_ctx = ctx + L.gt_off
+    cdef Ctx* pre_ctx = ctx + L.pre_off
+    cdef Ctx* suf_ctx = ctx + L.suf_off
+    cdef int st = 0          # the dependent quantizer's state (dq only)
+    cdef Ctx* sgc = sig_ctx  # this level's sets of sig and gt contexts
+    cdef Ctx* gtc = gt_ctx
     cdef Ctx* c
     cdef Ctx* sc
     cdef int32_t prev = 0
@@ -600,10 +653,13 @@ cdef int _decode_levels(Dec* dp, int32_t* out, Py_ssize_t n, Py_ssize_t row,
         s = (ew >> 2) + am + pm
         q = 0
         m = 0
-        if _dec_bit_br(d, sig_ctx + _sig_ctx(prev, am, ew), rt):
+        if dq:
+            sgc = sig_ctx + N_SIG_CTX * (st >> 1)
+            gtc = gt_ctx + K * N_MAG_CLASSES * (st >> 1)
+        if _dec_bit_br(d, sgc + _sig_ctx(prev, am, ew), rt):
             neg = _dec_bit(d, sign_ctx + (_sign_class(prev) * 3 + _sign_class(above)), rt)
             k = 1
-            c = gt_ctx
+            c = gtc
             while k <= <uint32_t> K:
                 if not _dec_bit_br(d, c + _mag_class(s, k), rt):
                     break
@@ -650,6 +706,7 @@ cdef int _decode_levels(Dec* dp, int32_t* out, Py_ssize_t n, Py_ssize_t row,
                 dp[0] = dl
                 return STATUS_TRUNCATED
         out[i] = q
+        st = TRANS[st][m & 1]
         ew = ew + m - (ew >> 2)
         pm = <uint32_t> m
         prev = q
@@ -658,18 +715,18 @@ cdef int _decode_levels(Dec* dp, int32_t* out, Py_ssize_t n, Py_ssize_t row,
 
 
 def decode_into(const uint8_t[::1] data, int32_t[::1] out, int K, int eg_k, Py_ssize_t row_length,
-                int rates, int init):
+                int rates, int init, int dq=0):
     """Decode ``out.shape[0]`` levels from the coded body ``data`` into ``out``.
 
     Returns a status code (0 = ok). The whole body must be consumed exactly.
     """
-    _check_params(K, eg_k, row_length, rates, init)
+    _check_params(K, eg_k, row_length, rates, init, dq)
     cdef Dec d
     cdef int status
     cdef int j
     cdef Py_ssize_t n = out.shape[0]
     cdef Rates rt = _rates(rates)
-    cdef Ctx* ctx = _new_contexts(K, init)
+    cdef Ctx* ctx = _new_contexts(K, init, dq)
     if ctx == NULL:
         return STATUS_NO_MEMORY
     d.n = data.shape[0]
@@ -682,7 +739,7 @@ def decode_into(const uint8_t[::1] data, int32_t[::1] out, int K, int eg_k, Py_s
             d.code = (d.code << 8) | _next_byte(&d)
         status = STATUS_OK
         if n > 0:
-            status = _decode_levels(&d, &out[0], n, row_length, K, eg_k, rt, ctx)
+            status = _decode_levels(&d, &out[0], n, row_length, K, eg_k, rt, ctx, dq)
     free(ctx)
     if status != STATUS_OK:
         return status

@@ -18,16 +18,25 @@ prefix and top two offset bits, the other offset bits bypass) and its context
 choice (previous level, level one row up, running mean ``ew`` of the row's
 magnitudes; each state of the search carries its own previous level and ew),
 with the coder's K, E, adaptation shifts and initial states (prior tables when
-init = 1). Its context probabilities adapt like the coder's, block by block (a block is a row, or 256 levels without rows):
+init = 1); for DQ, the coder's dq contexts (sig and gt flags in a set per
+quantizer, which each state of the search knows). Its context probabilities adapt like the coder's, block by block (a block is a row, or 256 levels without rows):
 the costs are frozen while a block is searched, then the model learns from the
 block's levels on the path that is best at that moment. It is an estimate;
 the coder measures the real size.
+
+Speed (same decisions as the general loop): DQ with lam = 0 runs ``fast_dq``
+(costs in registers); DQ with lam > 0 takes, per survivor, the best candidate of
+each parity (``dq_state_costs``) and then the cheaper of the two sources of each
+state; the cost of a magnitude's gt/remainder bins depends only on the context
+set, the magnitude and which class each bin's threshold puts the activity in,
+so it is cached per (set, activity interval, magnitude) until the next refresh
+(``cached_mag_bits``, tensors of 1024 levels or more).
 
 ``nncodec/quantize/rdq.py`` holds the pure-Python twin (same decisions) and the
 policy (lambda, K and E, the acceptance test).
 """
 from libc.math cimport rint, fabs, floor, INFINITY
-from libc.stdint cimport int32_t, int64_t, uint8_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t
 from libc.stdlib cimport malloc, calloc, free
 
 ctypedef fused real:
@@ -42,6 +51,9 @@ DEF MAXK = 7
 DEF ONE30 = 1073741824
 DEF REFRESH_MIN = 64
 DEF T_CAP = 1099511627776
+DEF SMAX = 1024      # activities below this have a cached class (cost cache, see cached_mag_bits)
+DEF MMAX = 128       # magnitudes below this have cached costs
+DEF NI_MAX = 48      # at most this many activity intervals
 
 # the coder's prior tables (formats/cabac-v1.md, section 5), P(bin = 0) in 1/256
 cdef int SIG_PRIOR[24]
@@ -71,6 +83,12 @@ TRANS[2][0] = 1
 TRANS[2][1] = 3
 TRANS[3][0] = 3
 TRANS[3][1] = 1
+# the two (state, parity) pairs leading to each state, in the order the search tries them
+cdef int SRC[4][4]
+SRC[0][:] = [0, 0, 1, 1]
+SRC[1][:] = [2, 0, 3, 1]
+SRC[2][:] = [0, 1, 1, 0]
+SRC[3][:] = [2, 1, 3, 0]
 
 
 cdef struct Model:
@@ -78,17 +96,27 @@ cdef struct Model:
     int E
     int fast        # the coder's adaptation shifts
     int slow
-    int gt          # first context of each kind (the coder's numbering)
+    int dq          # the coder's dq contexts: two sets of sig and gt, by the quantizer
+    int sign        # first context of each kind (the coder's numbering)
+    int gt
     int pre
     int suf
     int nctx
     int64_t ew      # the coder's running row mean (x4), carried between learned blocks
+    int st          # and the dependent quantizer's state
     int64_t *a
     int64_t *b
     int32_t *n
     double *c0      # cost of bin 0 per context, bits
     double *c1      # cost of bin 1
     const double *table   # 4096 entries: -log2 of a 16-bit probability, by p >> 4
+    # cache of mag_bits between refreshes: tab[(set * ni + sidx[s]) * MMAX + mag], valid when
+    # stamp[...] == gen; sidx[s] numbers the intervals of activity s with the same context classes
+    int ni
+    uint8_t *sidx
+    double *tab
+    uint32_t *stamp
+    uint32_t gen
 
 
 cdef inline int cls(int64_t v) noexcept nogil:
@@ -137,6 +165,12 @@ cdef inline int mag_class(int64_t s, int64_t t) noexcept nogil:
 cdef void refresh(Model *m) noexcept nogil:
     cdef int i
     cdef int64_t p0
+    if m.stamp != NULL:
+        m.gen += 1
+        if m.gen == 0:    # wrapped: forget every entry
+            for i in range(2 * NI_MAX * MMAX):
+                m.stamp[i] = 0
+            m.gen = 1
     for i in range(m.nctx):
         p0 = ((m.a[i] + m.b[i]) >> 15) | 1
         m.c0[i] = m.table[p0 >> 4]
@@ -147,14 +181,15 @@ cdef inline int64_t imin(int64_t a, int64_t b) noexcept nogil:
     return a if a < b else b
 
 
-cdef double mag_bits(Model *m, int64_t mag, int64_t s) noexcept nogil:
-    """Greater-than flags and Exp-Golomb remainder of a magnitude >= 1 at activity s."""
+cdef double mag_bits(Model *m, int64_t mag, int64_t s, int gt) noexcept nogil:
+    """Greater-than flags (contexts from ``gt`` on) and Exp-Golomb remainder of a magnitude >= 1
+    at activity s."""
     cdef int K = m.K
     cdef double bits = 0.0
     cdef int64_t k = 1, r, e, j, t, b1, b2
     cdef int i
     while k <= K:
-        i = m.gt + <int> (k - 1) * N_MC + mag_class(s, k)
+        i = gt + <int> (k - 1) * N_MC + mag_class(s, k)
         if mag > k:
             bits = bits + m.c1[i]
             k += 1
@@ -182,12 +217,54 @@ cdef double mag_bits(Model *m, int64_t mag, int64_t s) noexcept nogil:
     return bits
 
 
+cdef int activity_intervals(Model *m) noexcept nogil:
+    """sidx[s] for s < SMAX: how many class boundaries (magnitude bins' thresholds t at 2s >= 3t
+    and at s > 3t) s has passed. Every class is non-decreasing in s, so equal counts mean equal
+    classes for all the bins mag_bits codes. Returns the number of intervals."""
+    cdef int64_t sv, t, e
+    cdef int k, cnt, top = 0, it
+    for sv in range(SMAX):
+        cnt = 0
+        for k in range(1, m.K + 1):
+            cnt += (1 if 2 * sv >= 3 * k else 0) + (1 if sv > 3 * k else 0)
+        e = m.E
+        t = m.K + 1 + ((<int64_t> 1) << e)
+        it = 0
+        while t <= SMAX and it < 64:
+            cnt += (1 if 2 * sv >= 3 * t else 0) + (1 if sv > 3 * t else 0)
+            e += 1
+            t = imin(t + ((<int64_t> 1) << e), T_CAP)
+            it += 1
+        if cnt > 255:
+            return NI_MAX + 1
+        m.sidx[sv] = <uint8_t> cnt
+        if cnt > top:
+            top = cnt
+    return top + 1
+
+
+cdef inline double cached_mag_bits(Model *m, int64_t mag, int64_t s, int qs, int gt) noexcept nogil:
+    """mag_bits(m, mag, s, gt) (gt: the first gt context of set qs), the same double, from the
+    cache when it holds it."""
+    cdef Py_ssize_t key
+    cdef double v
+    if m.stamp == NULL or mag >= MMAX or s >= SMAX:
+        return mag_bits(m, mag, s, gt)
+    key = (<Py_ssize_t> (qs * m.ni + m.sidx[s])) * MMAX + mag
+    if m.stamp[key] == m.gen:
+        return m.tab[key]
+    v = mag_bits(m, mag, s, gt)
+    m.tab[key] = v
+    m.stamp[key] = m.gen
+    return v
+
+
 cdef void learn(Model *m, const int32_t *lv, Py_ssize_t start, Py_ssize_t stop, Py_ssize_t row) noexcept nogil:
     """Adapt the contexts to the levels lv[start:stop] as the coder codes them."""
     cdef Py_ssize_t j
     cdef int64_t q, p, ab, mag, k, s, r, e, jj, t, b1
     cdef int64_t ew = m.ew
-    cdef int flag
+    cdef int flag, st = m.st, qs = 0
     for j in range(start, stop):
         if row > 0 and j % row == 0:
             ew = 0
@@ -195,15 +272,17 @@ cdef void learn(Model *m, const int32_t *lv, Py_ssize_t start, Py_ssize_t stop, 
         p = lv[j - 1] if j >= 1 else 0
         ab = lv[j - row] if (row > 0 and j >= row) else 0
         s = (ew >> 2) + iabs(ab) + iabs(p)
-        ctx_update(m, ((1 if p != 0 else 0) * 3 + <int> imin(iabs(ab), 2)) * 4 + <int> imin(ew >> 2, 3),
-                   1 if q != 0 else 0)
+        if m.dq:
+            qs = st >> 1
+        ctx_update(m, qs * N_SIG + ((1 if p != 0 else 0) * 3 + <int> imin(iabs(ab), 2)) * 4
+                   + <int> imin(ew >> 2, 3), 1 if q != 0 else 0)
         mag = iabs(q)
         if q != 0:
-            ctx_update(m, N_SIG + cls(p) * 3 + cls(ab), 1 if q < 0 else 0)
+            ctx_update(m, m.sign + cls(p) * 3 + cls(ab), 1 if q < 0 else 0)
             k = 1
             while k <= m.K:
                 flag = 1 if mag > k else 0
-                ctx_update(m, m.gt + <int> (k - 1) * N_MC + mag_class(s, k), flag)
+                ctx_update(m, m.gt + qs * m.K * N_MC + <int> (k - 1) * N_MC + mag_class(s, k), flag)
                 if not flag:
                     break
                 k += 1
@@ -225,7 +304,9 @@ cdef void learn(Model *m, const int32_t *lv, Py_ssize_t start, Py_ssize_t stop, 
                     if e > 1:
                         ctx_update(m, m.suf + <int> (jj * 3 + 1 + b1), <int> ((r >> (e - 2)) & 1))
         ew = ew + mag - (ew >> 2)
+        st = TRANS[st][mag & 1]
     m.ew = ew
+    m.st = st
 
 
 cdef inline int candidates(double a, int quant, bint dq, double zlim, int64_t *mag, double *dist) noexcept nogil:
@@ -259,7 +340,7 @@ cdef inline int candidates(double a, int quant, bint dq, double zlim, int64_t *m
         dist[nc] = a * a
         return nc + 1
     if quant == 0:   # even multiples: 2k
-        kf = <int64_t> floor(a * 0.5)
+        kf = <int64_t> (a * 0.5)   # a >= 0: truncation is floor
         f = 2.0 * <double> kf
         mag[0] = kf
         dist[0] = (a - f) * (a - f)
@@ -271,7 +352,7 @@ cdef inline int candidates(double a, int quant, bint dq, double zlim, int64_t *m
         dist[2] = a * a
         return 3
     # odd multiples and zero: 2k - 1 for k >= 1
-    kf = <int64_t> floor((a + 1.0) * 0.5)
+    kf = <int64_t> ((a + 1.0) * 0.5)
     if kf == 0:
         mag[0] = 0
         dist[0] = a * a
@@ -301,9 +382,9 @@ cdef inline int64_t cand_mag(double a, int quant, bint dq, int c) noexcept nogil
             return kf
         return kf - 1 if kf > 1 else 0
     if quant == 0:
-        kf = <int64_t> floor(a * 0.5)
+        kf = <int64_t> (a * 0.5)
     else:
-        kf = <int64_t> floor((a + 1.0) * 0.5)
+        kf = <int64_t> ((a + 1.0) * 0.5)
     return kf + c
 
 
@@ -413,6 +494,43 @@ cdef void fast_dq(const real[::1] w, double step, Py_ssize_t n, double zlim, uin
     Jout[3] = J3
 
 
+cdef inline void dq_state_costs(Model *m, int s, int64_t pk, int64_t ews, int64_t amag, int cab, int neg,
+                                int nc, const int64_t *mg, const double *dd, double lam,
+                                double *bd, int *bc) noexcept nogil:
+    """For DQ with lam > 0: the best candidate of each parity (bc: index, bd: D + lam R) for
+    the survivor in state s; the same as the general loop's rates and ``best_of_parity``
+    (candidates kf and kf + 1, of different parities, then 0, which is even and wins only with
+    a smaller cost)."""
+    cdef int qs = s >> 1
+    cdef int cp = cls(pk)
+    cdef int sig = qs * N_SIG + ((1 if pk != 0 else 0) * 3 + <int> imin(amag, 2)) * 4 \
+        + <int> imin(ews >> 2, 3)
+    cdef double r0 = m.c0[sig]
+    cdef double r1 = m.c1[sig] + (m.c1[m.sign + cp * 3 + cab] if neg else m.c0[m.sign + cp * 3 + cab])
+    cdef int64_t act = (ews >> 2) + amag + iabs(pk)
+    cdef int gtb = m.gt + qs * m.K * N_MC
+    cdef double l0, l1, lz
+    cdef int p
+    if nc == 1:   # a == 0: zero only
+        bc[0] = 0
+        bd[0] = dd[0] + lam * r0
+        bc[1] = -1
+        bd[1] = INFINITY
+        return
+    l0 = dd[0] + lam * (r0 if mg[0] == 0 else r1 + cached_mag_bits(m, mg[0], act, qs, gtb))
+    l1 = dd[1] + lam * (r1 + cached_mag_bits(m, mg[1], act, qs, gtb))
+    p = <int> (mg[0] & 1)
+    bc[p] = 0
+    bd[p] = l0
+    bc[p ^ 1] = 1
+    bd[p ^ 1] = l1
+    if nc == 3:
+        lz = dd[2] + lam * r0
+        if lz < bd[0]:
+            bc[0] = 2
+            bd[0] = lz
+
+
 def rd_quantize(const real[::1] w, double step, Py_ssize_t row, int K, int E, int rates, int init,
                 double lam, bint dq, const double[::1] table, int32_t[::1] out):
     """Choose the levels of ``w`` (coding order) into ``out``; see the module docstring.
@@ -442,7 +560,11 @@ def rd_quantize(const real[::1] w, double step, Py_ssize_t row, int K, int E, in
     cdef int64_t ewn[4]
     cdef uint8_t bn[4]
     cdef int64_t ab, pk, pk2, act, amag
-    cdef int neg, cp, cab, sig
+    cdef int neg, cp, cab, sig, qs, gtb, sa, sb, pa, pb
+    cdef double A, B
+    cdef double sbd[8]
+    cdef int sbc[8]
+    cdef int64_t *mgp
     cdef double r0, r1
     cdef double lc[3]
     cdef int bc0[2]
@@ -480,11 +602,14 @@ def rd_quantize(const real[::1] w, double step, Py_ssize_t row, int K, int E, in
     m.E = E
     m.fast = rates & 15
     m.slow = rates >> 4
-    m.gt = N_SIG + N_SIGN
-    m.pre = m.gt + N_MC * K
+    m.dq = 1 if dq else 0
+    m.sign = N_SIG * (1 + m.dq)
+    m.gt = m.sign + N_SIGN
+    m.pre = m.gt + N_MC * K * (1 + m.dq)
     m.suf = m.pre + N_MC * N_POS
     m.nctx = m.suf + 3 * N_POS
     m.ew = 0
+    m.st = 0
     m.table = &table[0]
     m.a = <int64_t *> malloc(m.nctx * sizeof(int64_t))
     m.b = <int64_t *> malloc(m.nctx * sizeof(int64_t))
@@ -492,21 +617,43 @@ def rd_quantize(const real[::1] w, double step, Py_ssize_t row, int K, int E, in
     m.c0 = <double *> malloc(m.nctx * sizeof(double))
     m.c1 = <double *> malloc(m.nctx * sizeof(double))
     bp = <uint8_t *> malloc(n * S * sizeof(uint8_t))
+    m.sidx = NULL
+    m.tab = NULL
+    m.stamp = NULL
+    m.gen = 1
+    m.ni = 0
+    if lam > 0.0 and n >= 1024:
+        m.sidx = <uint8_t *> malloc(SMAX * sizeof(uint8_t))
+        m.tab = <double *> malloc(2 * NI_MAX * MMAX * sizeof(double))
+        m.stamp = <uint32_t *> calloc(2 * NI_MAX * MMAX, sizeof(uint32_t))
+        if m.sidx == NULL or m.tab == NULL or m.stamp == NULL:
+            free(m.sidx); free(m.tab); free(m.stamp)
+            m.sidx = NULL
+            m.tab = NULL
+            m.stamp = NULL
+        else:
+            m.ni = activity_intervals(&m)
+            if m.ni > NI_MAX:
+                free(m.sidx); free(m.tab); free(m.stamp)
+                m.sidx = NULL
+                m.tab = NULL
+                m.stamp = NULL
     if (m.a == NULL or m.b == NULL or m.n == NULL or m.c0 == NULL or m.c1 == NULL
             or bp == NULL):
         free(m.a); free(m.b); free(m.n); free(m.c0); free(m.c1); free(bp)
+        free(m.sidx); free(m.tab); free(m.stamp)
         raise MemoryError()
     with nogil:
         for i in range(m.nctx):
             m.a[i] = ONE30 // 2
-            m.n[i] = 31 if (i >= N_SIG and i < N_SIG + N_SIGN) else 0
+            m.n[i] = 31 if (i >= m.sign and i < m.gt) else 0
         if init:
             # the coder's prior tables: a = b = v * 2^22, n = 8 (sign contexts keep theirs)
-            for i in range(N_SIG):
-                m.a[i] = (<int64_t> SIG_PRIOR[i]) << 22
+            for i in range(m.sign):
+                m.a[i] = (<int64_t> SIG_PRIOR[i % N_SIG]) << 22
                 m.n[i] = 8
-            for i in range(N_MC * K):
-                m.a[m.gt + i] = (<int64_t> GT_PRIOR[1 if i >= N_MC else 0][i % N_MC]) << 22
+            for i in range(m.pre - m.gt):
+                m.a[m.gt + i] = (<int64_t> GT_PRIOR[1 if i % (N_MC * K) >= N_MC else 0][i % N_MC]) << 22
                 m.n[m.gt + i] = 8
             for i in range(N_MC * N_POS):
                 m.a[m.pre + i] = (<int64_t> PREFIX_PRIOR[imin(i // N_MC, 3)][i % N_MC]) << 22
@@ -565,6 +712,42 @@ def rd_quantize(const real[::1] w, double step, Py_ssize_t row, int K, int E, in
             if row > 0 and i % row == 0:
                 for s in range(4):
                     ew[s] = 0
+            if dq and lam > 0.0:
+                # four states, rates from each survivor's context; target t takes the cheaper
+                # of its two sources (the first on ties), as the general loop below does
+                for s in range(4):
+                    if s < 2:
+                        dq_state_costs(&m, s, prv[s], ew[s], amag, cab, neg, nc0, mag0, d0, lam,
+                                       &sbd[2 * s], &sbc[2 * s])
+                    else:
+                        dq_state_costs(&m, s, prv[s], ew[s], amag, cab, neg, nc1, mag1, d1, lam,
+                                       &sbd[2 * s], &sbc[2 * s])
+                for t in range(4):
+                    # sources of target t: (s_a, parity p_a) first, then (s_b, p_b)
+                    sa = SRC[t][0]
+                    pa = SRC[t][1]
+                    sb = SRC[t][2]
+                    pb = SRC[t][3]
+                    A = J[sa] + sbd[2 * sa + pa]
+                    B = J[sb] + sbd[2 * sb + pb]
+                    if B < A:
+                        sa = sb
+                        pa = pb
+                        A = B
+                    Jn[t] = A
+                    if A != INFINITY:
+                        c = sbc[2 * sa + pa]
+                        mgp = &mag1[0] if sa >= 2 else &mag0[0]
+                        bn[t] = <uint8_t> (sa | (c << 2))
+                        pn[t] = -mgp[c] if neg else mgp[c]
+                        ewn[t] = ew[sa] + mgp[c] - (ew[sa] >> 2)
+                for t in range(4):
+                    J[t] = Jn[t]
+                    bp[i * 4 + t] = bn[t] if Jn[t] != INFINITY else 255
+                    if Jn[t] != INFINITY:
+                        prv[t] = pn[t]
+                        ew[t] = ewn[t]
+                continue
             for t in range(S):
                 Jn[t] = INFINITY
             if lam == 0.0:
@@ -592,12 +775,15 @@ def rd_quantize(const real[::1] w, double step, Py_ssize_t row, int K, int E, in
                     # the parts of the rate that depend on this path's context, not on the level
                     pk = prv[s]
                     cp = cls(pk)
-                    sig = ((1 if pk != 0 else 0) * 3 + <int> imin(amag, 2)) * 4 + <int> imin(ew[s] >> 2, 3)
+                    qs = (s >> 1) if m.dq else 0
+                    sig = qs * N_SIG + ((1 if pk != 0 else 0) * 3 + <int> imin(amag, 2)) * 4 \
+                        + <int> imin(ew[s] >> 2, 3)
                     r0 = m.c0[sig]
-                    r1 = m.c1[sig] + (m.c1[N_SIG + cp * 3 + cab] if neg else m.c0[N_SIG + cp * 3 + cab])
+                    r1 = m.c1[sig] + (m.c1[m.sign + cp * 3 + cab] if neg else m.c0[m.sign + cp * 3 + cab])
                     act = (ew[s] >> 2) + amag + iabs(pk)
+                    gtb = m.gt + qs * K * N_MC
                     for c in range(nc):
-                        lc[c] = dd[c] + lam * (r0 if mg[c] == 0 else r1 + mag_bits(&m, mg[c], act))
+                        lc[c] = dd[c] + lam * (r0 if mg[c] == 0 else r1 + cached_mag_bits(&m, mg[c], act, qs, gtb))
                     bcp = bcl
                     bdp = bdl
                     best_of_parity(nc, mg, lc, dq, lc, bcp, bdp)
@@ -660,6 +846,7 @@ def rd_quantize(const real[::1] w, double step, Py_ssize_t row, int K, int E, in
             t = s
             j -= 1
     free(m.a); free(m.b); free(m.n); free(m.c0); free(m.c1); free(bp)
+    free(m.sidx); free(m.tab); free(m.stamp)
     return err
 
 

@@ -39,21 +39,22 @@ rates_bytes = st.builds(lambda f, s: f | (s << 4), st.integers(1, 8), st.integer
 
 
 @given(level_arrays, st.integers(0, 7), st.integers(0, 31), st.integers(0, 40), rates_bytes,
-       st.integers(0, 1))
-def test_compiled_and_reference_write_identical_bytes(x, K, E, row, rates, init):
-    compiled = _cabac.encode(x, K, E, row, rates, init)
-    reference = cabac_ref.encode(x, K, E, row, rates, init)
+       st.integers(0, 1), st.integers(0, 1))
+def test_compiled_and_reference_write_identical_bytes(x, K, E, row, rates, init, dq):
+    compiled = _cabac.encode(x, K, E, row, rates, init, dq)
+    reference = cabac_ref.encode(x, K, E, row, rates, init, dq)
     assert compiled == reference
     # each decodes the other's bytes
     out = np.empty(x.size, np.int32)
-    assert cabac_ref.decode_into(np.frombuffer(compiled, np.uint8), out, K, E, row, rates, init) == 0
+    assert cabac_ref.decode_into(np.frombuffer(compiled, np.uint8), out, K, E, row, rates, init, dq) == 0
     np.testing.assert_array_equal(out, x)
     out2 = np.full(x.size, 7, np.int32)
-    assert _cabac.decode_into(np.frombuffer(reference, np.uint8), out2, K, E, row, rates, init) == 0
+    assert _cabac.decode_into(np.frombuffer(reference, np.uint8), out2, K, E, row, rates, init, dq) == 0
     np.testing.assert_array_equal(out2, x)
     # the cost model and the parameter statistics agree too
-    assert _cabac.cost(x, K, E, row, rates, init, True) == cabac_ref.cost(x, K, E, row, rates, init, True)
-    assert _cabac.cost(x, K, E, row, rates, init, False) == cabac_ref.cost(x, K, E, row, rates, init, False)
+    assert _cabac.cost(x, K, E, row, rates, init, True, dq) == cabac_ref.cost(x, K, E, row, rates, init, True, dq)
+    assert _cabac.cost(x, K, E, row, rates, init, False, dq) == cabac_ref.cost(x, K, E, row, rates, init, False, dq)
+    assert _cabac.n_contexts(K, dq) == cabac_ref.n_contexts(K, dq)
     np.testing.assert_array_equal(_cabac.magnitude_histogram(x, K), cabac_ref.magnitude_histogram(x, K))
     np.testing.assert_array_equal(_cabac.remainder_histogram(x, K), cabac_ref.remainder_histogram(x, K))
 
@@ -74,12 +75,15 @@ def env(name, value):
 @given(level_arrays, st.integers(0, 40))
 def test_pure_python_mode_writes_the_same_payload(x, row):
     fast = cabac.encode(x, row_length=row)
+    fast_dq = cabac.encode(x, row_length=row, dq=True)
     with env("NNCODEC_PURE_PYTHON", "1"):
         assert cabac.implementation() is cabac_ref
         slow = cabac.encode(x, row_length=row)
+        slow_dq = cabac.encode(x, row_length=row, dq=True)
         np.testing.assert_array_equal(cabac.decode(fast, x.size), x)
+        np.testing.assert_array_equal(cabac.decode(fast_dq, x.size), x)
     assert cabac.implementation() is _cabac
-    assert fast == slow
+    assert fast == slow and fast_dq == slow_dq
 
 
 @pytest.mark.parametrize("x", [
@@ -220,8 +224,19 @@ def test_random_bytes_raise_only_format_errors(data, count):
 
 @given(st.binary(min_size=3, max_size=400), st.integers(0, 2000))
 def test_random_bodies_behind_a_valid_header(body, count):
-    header = bytes([2, body[0], body[1] & 0x7F, body[2] % 128])
+    header = bytes([2, body[0], body[1], body[2] % 128])  # bit 7 of byte 2: the dq flag, either
     _decode_or_error(header + body[3:], count)
+
+
+def test_bit_flips_in_dq_payloads_never_crash():
+    rng = np.random.default_rng(8)
+    x = np.round(rng.laplace(0, 3, 800)).astype(np.int32)
+    data = cabac.encode(x, row_length=40, dq=True)
+    for pos in range(len(data)):
+        for bit in range(8):
+            bad = bytearray(data)
+            bad[pos] ^= 1 << bit
+            _decode_or_error(bytes(bad), x.size)
 
 
 def _sample_payload(n=3000, seed=3):
@@ -274,7 +289,7 @@ def test_errors_belong_to_the_project_hierarchy():
     with pytest.raises(VersionError):
         cabac.decode(b"\x03\x05\x00\x55\x00", 10)  # unknown payload version
     with pytest.raises(FormatError):
-        cabac.decode(b"\x02\x05\x80\x00\x00", 10)  # reserved header bit set
+        cabac.decode(b"\x02\x05\x80\x00\x00\x00", 10)  # one byte too many (dq flag set)
 
 
 def test_garbage_that_escapes_forever_stops():
@@ -295,3 +310,54 @@ def test_decoding_allocates_no_more_than_the_declared_count():
     finally:
         tracemalloc.stop()
     assert peak < 4 * count + 200_000
+
+
+# --------------------------------------------------------------------------- dq contexts
+
+
+@given(level_arrays, st.integers(0, 40))
+def test_dq_payloads_roundtrip_and_set_the_flag(x, row):
+    data = roundtrip(x, row_length=row, dq=True)
+    assert data[2] >> 7 == 1 and cabac.parse_header_dq(data)[4] == 1
+    plain = roundtrip(x, row_length=row)
+    assert plain[2] >> 7 == 0 and cabac.parse_header_dq(plain)[4] == 0
+    # the flag changes the contexts, not the parameters chosen
+    assert plain[:2] == data[:2] and plain[2] == data[2] & 0x7F
+
+
+def test_dq_levels_from_the_trellis_are_marked_and_coded_with_dq_contexts():
+    from nncodec.quantize import rdq
+
+    w = np.random.default_rng(5).laplace(0, 1.0, (40, 30))
+    lv, _ = rdq.rd_quantize(w.reshape(-1), 0.4, row_length=30, dq=True)
+    assert isinstance(lv, cabac.DQLevels)
+    data = cabac.encode(lv, row_length=30)
+    assert cabac.parse_header_dq(data)[4] == 1
+    np.testing.assert_array_equal(cabac.decode(data, lv.size), lv)
+    assert cabac.parse_header_dq(cabac.encode(np.asarray(lv).copy(), row_length=30))[4] == 0
+    assert cabac.parse_header_dq(cabac.encode(lv, row_length=30, dq=False))[4] == 0
+    up, _ = rdq.rd_quantize(w.reshape(-1), 0.4, row_length=30)
+    assert not isinstance(up, cabac.DQLevels)
+
+
+def test_dq_contexts_pay_off_when_the_quantizers_differ():
+    # low rate: the quantizer of states 2/3 (odd multiples and zero) codes far fewer zeros than
+    # that of states 0/1, which the state-dependent sig contexts learn
+    from nncodec.quantize import rdq
+
+    w = np.random.default_rng(6).laplace(0, 1.0, 200_000)
+    lv, _ = rdq.rd_quantize(w, 0.8, dq=True)
+    with_dq = cabac.cost_bits(lv, dq=True)
+    without = cabac.cost_bits(lv, dq=False)
+    assert with_dq < 0.99 * without
+
+
+def test_non_dq_payloads_keep_their_bytes():
+    # written by the coder before the dq flag existed (main at d1c1052): the flag off is unchanged
+    x = np.array([0, 3, -1, 0, 0, 7, 2, -2, 0, 1] * 20, np.int32)
+    data = cabac.encode(x, row_length=10, K=2, eg_order=1, rates=(5, 10), init=1)
+    assert data.hex() == ("020a740a313c5e6895f6eeb957b83db60247a264b6469f949b43da6e591cb9ca31e3dfe7529c60"
+                          "ca8c5ef3964f0d25573b4606437b1bdda48412b2bff6d8")
+    dq = cabac.encode(x, row_length=10, K=2, eg_order=1, rates=(5, 10), init=1, dq=True)
+    assert dq[:2] == data[:2] and dq[2] == data[2] | 0x80 and dq[4:] != data[4:]
+    np.testing.assert_array_equal(cabac.decode(dq, x.size), x)

@@ -57,6 +57,22 @@ def test_compiled_search_takes_the_reference_decisions(n, row, K, E, rates, init
     assert err == ref_err
 
 
+@needs_compiled
+@hsettings(max_examples=10, deadline=None)
+@given(row=st.sampled_from([0, 7, 33]), K=st.integers(0, 3), init=st.integers(0, 1),
+       lam=st.sampled_from([0.12, 0.5]), dq=st.booleans(), seed=st.integers(0, 2**32 - 1),
+       scale=st.sampled_from([3.0, 80.0]))
+def test_compiled_search_takes_the_reference_decisions_across_refreshes(row, K, init, lam, dq, seed, scale):
+    # long enough for the model to learn and refresh several times (dq: with the state carried),
+    # and for the compiled search's cache of magnitude costs (tensors of 1024 levels or more)
+    w = np.random.default_rng(seed).laplace(0, scale, 1500)  # 80: magnitudes beyond the cache
+    w[::7] = 0.0
+    got, err = _compiled(w, 0.37, row, K, 1, 5 | 10 << 4, init, lam, dq)
+    ref, ref_err = rdq.rd_quantize_reference(w, 0.37, row, K, 1, 5 | 10 << 4, init, lam, dq)
+    assert got.tolist() == ref
+    assert err == ref_err
+
+
 def test_pure_python_switch_gives_the_same_levels(monkeypatch):
     w = _laplace((12, 9), seed=3, scale=1.0)
     a, ea = rdq.rd_quantize(w, 0.3, row_length=9, lam=0.12, dq=True)

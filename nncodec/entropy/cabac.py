@@ -5,10 +5,11 @@ A coded stream ("cabac payload", version 2; formats/cabac-v1.md) is::
     u8      version            = 2
     u8      K | E << 3         K: number of "|q| > k" flags, 0..7; E: Exp-Golomb
                                order of the remainder classes, 0..31
-    u8      (F - 1) | (S - 4) << 3 | init << 6
+    u8      (F - 1) | (S - 4) << 3 | init << 6 | dq << 7
                                F, S: fast (1..8) and slow (4..11) adaptation shifts;
                                init: 0 contexts start at P = 1/2, 1 from the prior
-                               tables; bit 7 is 0
+                               tables; dq: 1 for the levels of a dependent quantizer
+                               (sig and gt contexts by the quantizer's state)
     uvarint row_length         0 = no previous-row context
     ...     arithmetic-coded body (see nncodec_ext/_cabac.pyx)
 
@@ -17,6 +18,11 @@ and declares it when decoding, and nothing larger than that is allocated.
 
 K, E, the rates and init are chosen per tensor by trying candidates with
 the coder's cost mode (on a sample of rows for large tensors).
+
+Levels of a ``dq`` stage are coded with ``dq=True`` (the flag in the header):
+``encode`` sets it by itself for the arrays ``nncodec.quantize.rdq.rd_quantize``
+returns for dependent quantization (``DQLevels``, an ndarray subclass), so a
+caller that passes those levels on unchanged needs no extra argument.
 
 The compiled coder in ``nncodec_ext._cabac`` is used unless the environment
 variable ``NNCODEC_PURE_PYTHON=1`` selects the pure-Python twin in
@@ -77,6 +83,16 @@ def implementation():
         )
         return cabac_ref
     return _compiled
+
+
+class DQLevels(np.ndarray):
+    """Levels of a dependent quantizer (``rdq.rd_quantize(..., dq=True)`` returns them as this
+    type): ``encode`` codes them with the dq contexts unless told otherwise."""
+
+
+def mark_dq(levels: np.ndarray) -> "DQLevels":
+    """``levels`` viewed as ``DQLevels`` (no copy)."""
+    return np.asarray(levels).view(DQLevels)
 
 
 def _as_levels(levels) -> np.ndarray:
@@ -171,10 +187,17 @@ def choose_params(levels, row_length: int = 0, K: int | None = None,
     return int(k), int(e), tuple(r), i
 
 
-def _header(K: int, eg_k: int, rates: int, init: int, row_length: int) -> bytes:
+def _header(K: int, eg_k: int, rates: int, init: int, row_length: int, dq: int = 0) -> bytes:
     fast, slow = rates & 15, rates >> 4
-    return (bytes((STREAM_VERSION, K | (eg_k << 3), (fast - 1) | ((slow - 4) << 3) | (init << 6)))
+    return (bytes((STREAM_VERSION, K | (eg_k << 3),
+                   (fast - 1) | ((slow - 4) << 3) | (init << 6) | (int(dq) << 7)))
             + encode_uvarint(row_length))
+
+
+def _dq_flag(levels, dq) -> int:
+    if dq is None:
+        return int(isinstance(levels, DQLevels))
+    return int(bool(dq))
 
 
 def _resolve(lv, row_length, K, eg_order, rates, init):
@@ -196,19 +219,23 @@ def _resolve(lv, row_length, K, eg_order, rates, init):
 
 
 def encode(levels, *, row_length: int | None = 0, K: int | None = None,
-           eg_order: int | None = None, rates=None, init: int | None = None) -> bytes:
+           eg_order: int | None = None, rates=None, init: int | None = None,
+           dq: bool | None = None) -> bytes:
     """Code integer levels (any shape, read in C order) into a cabac payload.
 
     ``row_length``: length of a row (for a weight of shape (out, ...), the
     product of the other dimensions); the level one row up is used as
     context. ``K``, ``eg_order``, ``rates`` ((fast, slow) adaptation shifts)
     and ``init`` (0: contexts start at P = 1/2, 1: from the prior tables)
-    are chosen from the data unless given.
+    are chosen from the data unless given. ``dq``: the levels come from a
+    dependent quantizer (a ``dq`` stage), coded with contexts by its state;
+    None: True for ``DQLevels`` arrays, else False.
     """
+    flag = _dq_flag(levels, dq)
     lv = _as_levels(levels)
     row_length, K, eg_order, packed, init = _resolve(lv, row_length, K, eg_order, rates, init)
-    body = implementation().encode(lv, K, eg_order, row_length, packed, init)
-    return _header(K, eg_order, packed, init, row_length) + body
+    body = implementation().encode(lv, K, eg_order, row_length, packed, init, flag)
+    return _header(K, eg_order, packed, init, row_length, flag) + body
 
 
 def parse_header(data) -> tuple[int, int, int, int]:
@@ -219,7 +246,14 @@ def parse_header(data) -> tuple[int, int, int, int]:
 
 
 def parse_header_full(data) -> tuple[int, int, tuple[int, int], int, int, int]:
-    """Returns (K, eg_order, (fast, slow) rates, init, row_length, offset of the body)."""
+    """Returns (K, eg_order, (fast, slow) rates, init, row_length, offset of the body);
+    ``parse_header_dq`` also gives the dq flag."""
+    K, eg_k, rates, init, _, row_length, pos = parse_header_dq(data)
+    return K, eg_k, rates, init, row_length, pos
+
+
+def parse_header_dq(data) -> tuple[int, int, tuple[int, int], int, int, int, int]:
+    """Returns (K, eg_order, (fast, slow) rates, init, dq, row_length, offset of the body)."""
     if len(data) < 1:
         raise TruncatedError("cabac payload shorter than its header")
     version = data[0]
@@ -230,12 +264,11 @@ def parse_header_full(data) -> tuple[int, int, tuple[int, int], int, int, int]:
         raise TruncatedError("cabac payload shorter than its header")
     K, eg_k = data[1] & 7, data[1] >> 3
     fast, slow, init = (data[2] & 7) + 1, ((data[2] >> 3) & 7) + 4, (data[2] >> 6) & 1
-    if data[2] & 0x80:
-        raise FormatError("cabac payload header has its reserved bit set")
+    dq = data[2] >> 7
     row_length, pos = decode_uvarint(data, 3)
     if row_length > 2**62:
         raise LimitError("cabac payload row length is out of range")
-    return K, eg_k, (fast, slow), init, row_length, pos
+    return K, eg_k, (fast, slow), init, dq, row_length, pos
 
 
 def decode(data, count: int) -> np.ndarray:
@@ -249,10 +282,10 @@ def decode(data, count: int) -> np.ndarray:
     if count < 0:
         raise ValueError("count must be >= 0")
     buf = memoryview(data).cast("B") if not isinstance(data, (bytes, bytearray)) else data
-    K, eg_k, rates, init, row_length, pos = parse_header_full(buf)
+    K, eg_k, rates, init, dq, row_length, pos = parse_header_dq(buf)
     body = np.frombuffer(buf, dtype=np.uint8, offset=pos)
     out = np.empty(count, dtype=np.int32)
-    status = implementation().decode_into(body, out, K, eg_k, row_length, _pack_rates(rates), init)
+    status = implementation().decode_into(body, out, K, eg_k, row_length, _pack_rates(rates), init, dq)
     if status:
         exc_type, message = _STATUS_MESSAGES.get(status, (FormatError, f"decoder status {status}"))
         raise exc_type(message)
@@ -261,32 +294,37 @@ def decode(data, count: int) -> np.ndarray:
 
 def cost_bits(levels, *, row_length: int | None = 0, K: int | None = None,
               eg_order: int | None = None, exact: bool = False, rates=None,
-              init: int | None = None) -> float:
+              init: int | None = None, dq: bool | None = None) -> float:
     """Bits the coded body would take under the coder's adaptive model, with
     the parameters ``encode`` would choose (or those given).
 
-    Nothing is written. ``exact=False`` uses a lookup table (within 0.2%).
+    Nothing is written. ``exact=False`` uses a lookup table (within 0.2%). ``dq`` as
+    for ``encode``.
     """
+    flag = _dq_flag(levels, dq)
     lv = _as_levels(levels)
     row_length, K, eg_order, packed, init = _resolve(lv, row_length, K, eg_order, rates, init)
-    bits, _, _ = implementation().cost(lv, K, eg_order, row_length, packed, init, exact)
+    bits, _, _ = implementation().cost(lv, K, eg_order, row_length, packed, init, exact, flag)
     return float(bits)
 
 
 def analyze(levels, *, row_length: int | None = 0, K: int | None = None,
-            eg_order: int | None = None, rates=None, init: int | None = None) -> dict:
+            eg_order: int | None = None, rates=None, init: int | None = None,
+            dq: bool | None = None) -> dict:
     """Parameters and bin statistics of coding ``levels`` (for benchmarks)."""
+    flag = _dq_flag(levels, dq)
     lv = _as_levels(levels)
     row_length, K, eg_order, packed, init = _resolve(lv, row_length, K, eg_order, rates, init)
-    bits, ctx_bins, bypass_bins = implementation().cost(lv, K, eg_order, row_length, packed, init, True)
+    bits, ctx_bins, bypass_bins = implementation().cost(lv, K, eg_order, row_length, packed, init, True, flag)
     return {
         "K": K,
         "eg_order": eg_order,
         "rates": [packed & 15, packed >> 4],
         "init": init,
+        "dq": flag,
         "row_length": row_length,
         "context_bins": int(ctx_bins),
         "bypass_bins": int(bypass_bins),
         "ideal_bits": float(bits),
-        "header_bytes": len(_header(K, eg_order, packed, init, row_length)),
+        "header_bytes": len(_header(K, eg_order, packed, init, row_length, flag)),
     }

@@ -6,7 +6,8 @@ about a microsecond per bin. Select it for the whole package with
 ``NNCODEC_PURE_PYTHON=1``.
 
 The functions have the same names, arguments and results as the compiled
-module: ``encode``, ``decode_into``, ``cost``, ``n_contexts``.
+module: ``encode``, ``decode_into``, ``cost``, ``n_contexts``; ``dq = 1`` codes the
+levels of a dependent quantizer (contexts by its state, formats/cabac-v1.md section 6).
 """
 from __future__ import annotations
 
@@ -56,11 +57,28 @@ SUFFIX_PRIOR = [[141, 134, 135], [164, 145, 147], [203, 170, 171], [221, 194, 17
 _COST_TABLE = [-math.log2((16.0 * i + 8.0) / 65536.0) for i in range(4096)]
 
 
-def n_contexts(K: int) -> int:
-    return N_SIG_CTX + N_SIGN_CTX + K * N_MAG_CLASSES + N_PREFIX_CTX + N_SUFFIX_CTX
+# the dependent quantizer's state machine: TRANS[state][parity of |q|] (formats/cabac-v1.md, 1)
+TRANS = ((0, 2), (2, 0), (1, 3), (3, 1))
 
 
-def _check_params(K: int, eg_k: int, row: int, rates: int, init: int) -> None:
+def n_contexts(K: int, dq: int = 0) -> int:
+    sets = 2 if dq else 1
+    return N_SIG_CTX * sets + N_SIGN_CTX + K * N_MAG_CLASSES * sets + N_PREFIX_CTX + N_SUFFIX_CTX
+
+
+def _layout(K: int, dq: int):
+    """First context of sig, sign, gt, prefix, suffix: sig[set][24], sign[9], gt[set][K][3],
+    prefix[48], suffix[48], with two sets (one per quantizer) when dq = 1, else one."""
+    sets = 2 if dq else 1
+    sign = N_SIG_CTX * sets
+    gt = sign + N_SIGN_CTX
+    pre = gt + K * N_MAG_CLASSES * sets
+    return 0, sign, gt, pre, pre + N_PREFIX_CTX
+
+
+def _check_params(K: int, eg_k: int, row: int, rates: int, init: int, dq: int = 0) -> None:
+    if dq not in (0, 1):
+        raise ValueError(f"dq must be 0 or 1, got {dq}")
     if init not in (0, 1):
         raise ValueError(f"context initialization must be 0 or 1, got {init}")
     if K < 0 or K > MAX_K:
@@ -98,17 +116,20 @@ def _mag_class(s: int, t: int) -> int:
 class _Contexts:
     """Per context: two 30-bit estimates of P(bin = 0) and a bin count."""
 
-    def __init__(self, K: int, rates: int, init: int):
-        n = n_contexts(K)
+    def __init__(self, K: int, rates: int, init: int, dq: int = 0):
+        n = n_contexts(K, dq)
+        sets = 2 if dq else 1
+        _, sign, _, _, _ = _layout(K, dq)
         self.a = [STATE_INIT] * n
         self.b = [STATE_INIT] * n
         self.n = [0] * n
-        for i in range(N_SIG_CTX, N_SIG_CTX + N_SIGN_CTX):
+        for i in range(sign, sign + N_SIGN_CTX):
             self.n[i] = PRIOR_COUNT
         if init == 1:
-            primed = list(SIG_PRIOR) + [None] * N_SIGN_CTX
-            for k in range(K):
-                primed += GT_PRIOR[min(k, 1)]
+            primed = list(SIG_PRIOR) * sets + [None] * N_SIGN_CTX
+            for _ in range(sets):
+                for k in range(K):
+                    primed += GT_PRIOR[min(k, 1)]
             for j in range(N_POS):
                 primed += PREFIX_PRIOR[min(j, 3)]
             for j in range(N_POS):
@@ -222,11 +243,9 @@ class _Counter:
         self.bits += 1.0
 
 
-def _put_remainder(w, ctx: _Contexts, r: int, K: int, E: int, s: int) -> None:
+def _put_remainder(w, ctx: _Contexts, r: int, K: int, E: int, s: int, pre: int, suf: int) -> None:
     """r = |q| - K - 1 as Exp-Golomb classes of order E: context-coded prefix
     bins, the top two offset bits context coded, the other offset bits bypass."""
-    pre = N_SIG_CTX + N_SIGN_CTX + K * N_MAG_CLASSES
-    suf = pre + N_PREFIX_CTX
     e, j = E, 0
     t = K + 1 + (1 << E)  # the magnitude that prefix bin j tests
     while r >= (1 << e):
@@ -245,12 +264,12 @@ def _put_remainder(w, ctx: _Contexts, r: int, K: int, E: int, s: int) -> None:
                 w.bypass((r >> i) & 1)
 
 
-def _code_levels(levels, row: int, K: int, eg_k: int, rates: int, init: int, w) -> None:
-    ctx = _Contexts(K, rates, init)
-    sign_base = N_SIG_CTX
-    gt_base = N_SIG_CTX + N_SIGN_CTX
+def _code_levels(levels, row: int, K: int, eg_k: int, rates: int, init: int, w, dq: int = 0) -> None:
+    ctx = _Contexts(K, rates, init, dq)
+    _, sign_base, gt0, pre, suf = _layout(K, dq)
     prev = above = 0
     ew = 0  # running average x4 of the magnitudes earlier in the row
+    st = 0  # the dependent quantizer's state (dq = 1)
     for i, q in enumerate(levels):
         if row > 0 and i % row == 0:
             ew = 0
@@ -258,7 +277,9 @@ def _code_levels(levels, row: int, K: int, eg_k: int, rates: int, init: int, w) 
             above = levels[i - row]
         m = abs(q)
         s = (ew >> 2) + abs(above) + abs(prev)
-        w.bit(ctx, _sig_ctx(prev, above, ew), int(q != 0))
+        qs = (st >> 1) if dq else 0  # the quantizer of this level: the set of sig and gt contexts
+        gt_base = gt0 + qs * K * N_MAG_CLASSES
+        w.bit(ctx, qs * N_SIG_CTX + _sig_ctx(prev, above, ew), int(q != 0))
         if q != 0:
             w.bit(ctx, sign_base + _sign_ctx(prev, above), int(q < 0))
             k = 1
@@ -269,9 +290,10 @@ def _code_levels(levels, row: int, K: int, eg_k: int, rates: int, init: int, w) 
                     break
                 k += 1
             if m > K:
-                _put_remainder(w, ctx, m - K - 1, K, eg_k, s)
+                _put_remainder(w, ctx, m - K - 1, K, eg_k, s, pre, suf)
         ew = ew + m - (ew >> 2)
         prev = q
+        st = TRANS[st][m & 1]
 
 
 def _as_int_list(levels) -> list:
@@ -281,17 +303,18 @@ def _as_int_list(levels) -> list:
     return [int(x) for x in arr]
 
 
-def encode(levels, K: int, eg_k: int, row_length: int, rates: int, init: int) -> bytes:
-    _check_params(K, eg_k, row_length, rates, init)
+def encode(levels, K: int, eg_k: int, row_length: int, rates: int, init: int, dq: int = 0) -> bytes:
+    _check_params(K, eg_k, row_length, rates, init, dq)
     w = _Writer()
-    _code_levels(_as_int_list(levels), row_length, K, eg_k, rates, init, w)
+    _code_levels(_as_int_list(levels), row_length, K, eg_k, rates, init, w, dq)
     return w.finish()
 
 
-def cost(levels, K: int, eg_k: int, row_length: int, rates: int, init: int, exact: bool = False):
-    _check_params(K, eg_k, row_length, rates, init)
+def cost(levels, K: int, eg_k: int, row_length: int, rates: int, init: int, exact: bool = False,
+         dq: int = 0):
+    _check_params(K, eg_k, row_length, rates, init, dq)
     c = _Counter(exact)
-    _code_levels(_as_int_list(levels), row_length, K, eg_k, rates, init, c)
+    _code_levels(_as_int_list(levels), row_length, K, eg_k, rates, init, c, dq)
     return c.bits, c.ctx_bins, c.bypass_bins
 
 
@@ -338,19 +361,17 @@ class _Reader:
 
 
 def decode_into(data, out: np.ndarray, K: int, eg_k: int, row_length: int, rates: int,
-                init: int) -> int:
-    _check_params(K, eg_k, row_length, rates, init)
+                init: int, dq: int = 0) -> int:
+    _check_params(K, eg_k, row_length, rates, init, dq)
     r = _Reader(bytes(data))
     n = out.shape[0]
-    ctx = _Contexts(K, rates, init)
-    sign_base = N_SIG_CTX
-    gt_base = N_SIG_CTX + N_SIGN_CTX
-    pre = gt_base + K * N_MAG_CLASSES
-    suf = pre + N_PREFIX_CTX
+    ctx = _Contexts(K, rates, init, dq)
+    _, sign_base, gt0, pre, suf = _layout(K, dq)
     row = row_length
     vals = [0] * n
     prev = above = 0
     ew = 0
+    st = 0
     for i in range(n):
         if row > 0 and i % row == 0:
             ew = 0
@@ -359,7 +380,9 @@ def decode_into(data, out: np.ndarray, K: int, eg_k: int, row_length: int, rates
         s = (ew >> 2) + abs(above) + abs(prev)
         q = 0
         m = 0
-        if r.bit(ctx, _sig_ctx(prev, above, ew)):
+        qs = (st >> 1) if dq else 0
+        gt_base = gt0 + qs * K * N_MAG_CLASSES
+        if r.bit(ctx, qs * N_SIG_CTX + _sig_ctx(prev, above, ew)):
             neg = r.bit(ctx, sign_base + _sign_ctx(prev, above))
             k = 1
             while k <= K:
@@ -398,6 +421,7 @@ def decode_into(data, out: np.ndarray, K: int, eg_k: int, row_length: int, rates
         vals[i] = q
         ew = ew + m - (ew >> 2)
         prev = q
+        st = TRANS[st][m & 1]
     if n:
         out[:] = np.asarray(vals, dtype=np.int64).astype(np.int32)
     if r.pos > len(r.data) + FLUSH_SLACK:

@@ -12,6 +12,7 @@ two offset bits) in the coder's contexts (previous level, level one row up,
 running mean of the row's magnitudes; each survivor of the search carries its
 own previous level and row mean), with the coder's K, E, adaptation rates and
 initial table as ``cabac.choose_params`` picks them for plainly rounded levels,
+for DQ the coder's dq contexts (sig and gt flags by the quantizer of the state),
 and probabilities adapting block by block (a row, or 256 levels) as the coder
 adapts them; and ``lam`` is the weight of a bit in
 units of s^2 (so the absolute Lagrange multiplier is ``lam * s**2``).
@@ -91,7 +92,8 @@ def rd_quantize(w, step: float, *, row_length: int = 0, lam: float = 0.0, dq: bo
                 K: Optional[int] = None, E: Optional[int] = None, rates=None,
                 init: Optional[int] = None, guard: bool = True):
     """Levels (int32, 1-D, coding order) of ``w`` for step ``step``, and the squared error
-    of their reconstruction (binary64, before rounding to a storage dtype).
+    of their reconstruction (binary64, before rounding to a storage dtype). With ``dq`` the
+    levels are a ``cabac.DQLevels`` array, which ``cabac.encode`` codes with its dq contexts.
 
     ``lam``: rate weight in step^2 per bit (0: distortion only; uniform with 0 is plain
     rounding). ``K``, ``E``, ``rates`` ((fast, slow) shifts, or packed fast | slow << 4)
@@ -129,6 +131,10 @@ def rd_quantize(w, step: float, *, row_length: int = 0, lam: float = 0.0, dq: bo
                                     float(lam), bool(dq), COST_TABLE, out)
     if guard and lam > 0 and not dq and flat.size:
         out, err = _keep_better(flat, float(step), row, float(lam), out, float(err))
+    if dq:
+        from ..entropy import cabac
+
+        out = cabac.mark_dq(out)  # the coder then uses its dq contexts for them
     return out, float(err)
 
 
@@ -155,7 +161,7 @@ def rd_cost(w, levels, step: float, *, row_length: int = 0, lam: float = 0.0, dq
     lv = np.ascontiguousarray(levels, dtype=np.int32).reshape(-1)
     rec = reconstruct(lv, step, dq)
     e = flat - rec
-    return float(np.dot(e, e)) / step**2 + lam * cabac.cost_bits(lv, row_length=row_length)
+    return float(np.dot(e, e)) / step**2 + lam * cabac.cost_bits(lv, row_length=row_length, dq=dq)
 
 
 def reconstruct(levels, step: float, dq: bool) -> np.ndarray:
@@ -214,21 +220,25 @@ class _Model:
     """The coder's contexts (cabac_ref section 5 layout and initial states) with costs per bin
     frozen between refreshes."""
 
-    def __init__(self, K: int, E: int, rates: int, init: int):
+    def __init__(self, K: int, E: int, rates: int, init: int, dq: bool = False):
         self.K, self.E = K, E
         self.fast, self.slow = rates & 15, rates >> 4
-        self.gt = N_SIG + N_SIGN
-        self.pre = self.gt + N_MC * K
+        self.dq = 1 if dq else 0  # the coder's dq contexts: sig and gt in a set per quantizer
+        sets = 1 + self.dq
+        self.sign = N_SIG * sets
+        self.gt = self.sign + N_SIGN
+        self.pre = self.gt + N_MC * K * sets
         self.suf = self.pre + N_POS * N_MC
         self.nctx = self.suf + N_POS * 3
         self.a = [ONE30 // 2] * self.nctx
         self.n = [0] * self.nctx
-        for i in range(N_SIG, N_SIG + N_SIGN):
+        for i in range(self.sign, self.gt):
             self.n[i] = 31
         if init:
-            primed = list(_cref.SIG_PRIOR) + [None] * N_SIGN
-            for k in range(K):
-                primed += _cref.GT_PRIOR[min(k, 1)]
+            primed = list(_cref.SIG_PRIOR) * sets + [None] * N_SIGN
+            for _ in range(sets):
+                for k in range(K):
+                    primed += _cref.GT_PRIOR[min(k, 1)]
             for j in range(N_POS):
                 primed += _cref.PREFIX_PRIOR[min(j, 3)]
             for j in range(N_POS):
@@ -239,6 +249,7 @@ class _Model:
                     self.n[i] = 8
         self.b = list(self.a)
         self.ew = 0  # the coder's running row mean, carried between learned blocks
+        self.st = 0  # and the dependent quantizer's state
         self.refresh()
 
     def update(self, i: int, bit: int) -> None:
@@ -256,13 +267,14 @@ class _Model:
             self.c0[i] = float(COST_TABLE[p0 >> 4])
             self.c1[i] = float(COST_TABLE[(65536 - p0) >> 4])
 
-    def mag_bits(self, mag: int, s: int) -> float:
-        """Greater-than flags and Exp-Golomb remainder of a magnitude >= 1 at activity s."""
+    def mag_bits(self, mag: int, s: int, gt: int) -> float:
+        """Greater-than flags (contexts from ``gt`` on) and Exp-Golomb remainder of a magnitude
+        >= 1 at activity s."""
         K, c0, c1 = self.K, self.c0, self.c1
         bits = 0.0
         k = 1
         while k <= K:
-            i = self.gt + (k - 1) * N_MC + _mag_class(s, k)
+            i = gt + (k - 1) * N_MC + _mag_class(s, k)
             if mag > k:
                 bits = bits + c1[i]
                 k += 1
@@ -286,17 +298,18 @@ class _Model:
                 bits = bits + float(e - 2)
         return bits
 
-    def rate(self, k: int, p: int, ab: int, ew: int) -> float:
-        sig = ((1 if p != 0 else 0) * 3 + min(abs(ab), 2)) * 4 + min(ew >> 2, 3)
+    def rate(self, k: int, p: int, ab: int, ew: int, state: int = 0) -> float:
+        qs = (state >> 1) if self.dq else 0
+        sig = qs * N_SIG + ((1 if p != 0 else 0) * 3 + min(abs(ab), 2)) * 4 + min(ew >> 2, 3)
         if k == 0:
             return self.c0[sig]
-        sc = N_SIG + _cls(p) * 3 + _cls(ab)
+        sc = self.sign + _cls(p) * 3 + _cls(ab)
         r1 = self.c1[sig] + (self.c1[sc] if k < 0 else self.c0[sc])
-        return r1 + self.mag_bits(abs(k), (ew >> 2) + abs(ab) + abs(p))
+        return r1 + self.mag_bits(abs(k), (ew >> 2) + abs(ab) + abs(p), self.gt + qs * self.K * N_MC)
 
     def learn(self, lv, start: int, stop: int, row: int) -> None:
         """Adapt the contexts to lv[start:stop] as the coder codes them."""
-        ew = self.ew
+        ew, st = self.ew, self.st
         for j in range(start, stop):
             if row > 0 and j % row == 0:
                 ew = 0
@@ -304,15 +317,16 @@ class _Model:
             p = lv[j - 1] if j >= 1 else 0
             ab = lv[j - row] if (row > 0 and j >= row) else 0
             s = (ew >> 2) + abs(ab) + abs(p)
-            self.update(((1 if p != 0 else 0) * 3 + min(abs(ab), 2)) * 4 + min(ew >> 2, 3),
+            qs = (st >> 1) if self.dq else 0
+            self.update(qs * N_SIG + ((1 if p != 0 else 0) * 3 + min(abs(ab), 2)) * 4 + min(ew >> 2, 3),
                         1 if q != 0 else 0)
             mag = abs(q)
             if q != 0:
-                self.update(N_SIG + _cls(p) * 3 + _cls(ab), 1 if q < 0 else 0)
+                self.update(self.sign + _cls(p) * 3 + _cls(ab), 1 if q < 0 else 0)
                 k = 1
                 while k <= self.K:
                     flag = 1 if mag > k else 0
-                    self.update(self.gt + (k - 1) * N_MC + _mag_class(s, k), flag)
+                    self.update(self.gt + qs * self.K * N_MC + (k - 1) * N_MC + _mag_class(s, k), flag)
                     if not flag:
                         break
                     k += 1
@@ -332,7 +346,8 @@ class _Model:
                         if e > 1:
                             self.update(self.suf + jj * 3 + 1 + b1, (r >> (e - 2)) & 1)
             ew = ew + mag - (ew >> 2)
-        self.ew = ew
+            st = TRANS[st][mag & 1]
+        self.ew, self.st = ew, st
 
 
 def _candidates(a: float, quant: int, dq: bool, zlim: float):
@@ -391,7 +406,7 @@ def rd_quantize_reference(w, step: float, row: int, K: int, E: int, rates: int, 
         return [], 0.0
     S = 4 if dq else 1
     blk = row if row > 0 else 256
-    m = _Model(K, E, rates, init)
+    m = _Model(K, E, rates, init, dq)
     inf = math.inf
     J = [0.0, inf, inf, inf][:S]
     prv, ew = [0] * S, [0] * S  # per survivor: previous level, running row mean (x4)
@@ -439,7 +454,7 @@ def rd_quantize_reference(w, step: float, row: int, K: int, E: int, rates: int, 
                 continue
             cl = cands[1] if (dq and s >= 2) else cands[0]
             if lam > 0.0:
-                costs = [d + lam * m.rate(-mag if neg else mag, prv[s], ab, ew[s]) for mag, d in cl]
+                costs = [d + lam * m.rate(-mag if neg else mag, prv[s], ab, ew[s], s) for mag, d in cl]
             else:
                 costs = [d for _, d in cl]
             best = _best_of_parity([mag for mag, _ in cl], costs, dq)
