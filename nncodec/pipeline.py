@@ -617,7 +617,7 @@ def encode_tensor(name: str, arr: np.ndarray, dtype: str, settings: Settings, *,
                 raise ValueError(f"tensor {name!r}: step {step:g} is too small for its range "
                                  f"(levels beyond int32); use a larger step or lower SNR")
             stage = {"id": "uniform", "step": float(step)}
-        payload = backend.encode(levels, row_length=row)
+        payload = _code(backend, levels, row, stage["id"] == "dq")
         return TensorRecord(name, dtype, shape, [stage], backend.id, payload)
     if dtype not in DTYPES:
         raise TypeError(f"tensor {name!r}: unsupported dtype {dtype}")
@@ -627,6 +627,14 @@ def encode_tensor(name: str, arr: np.ndarray, dtype: str, settings: Settings, *,
     levels = flat.astype(np.int32)
     return TensorRecord(name, dtype, shape, [{"id": "integer"}], backend.id,
                         backend.encode(levels, row_length=row))
+
+
+def _code(backend, levels: np.ndarray, row: int, dq: bool) -> bytes:
+    """The payload of ``levels``; the cabac coder is told when they come from the dependent
+    quantizer (its dq contexts follow the quantizer's state, formats/cabac-v1.md)."""
+    if backend.name == "cabac":
+        return backend.encode(levels, row_length=row, dq=bool(dq))
+    return backend.encode(np.asarray(levels), row_length=row)
 
 
 def _encode_weight(name, w, dtype, shape, settings, backend, row, global_threshold,
@@ -652,7 +660,8 @@ def _encode_weight(name, w, dtype, shape, settings, backend, row, global_thresho
         stage, levels, row = _quantize.encode(settings.method, w, settings.options(), name=name,
                                               pruned=settings.pruning)
         chain.append(stage)
-    return TensorRecord(name, dtype, shape, chain, backend.id, backend.encode(levels, row_length=row))
+    return TensorRecord(name, dtype, shape, chain, backend.id,
+                        _code(backend, levels, row, chain[-1].get("id") == "dq"))
 
 
 def _to_dtype(values: np.ndarray, info: RecordInfo, np_dtype) -> np.ndarray:
