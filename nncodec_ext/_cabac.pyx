@@ -618,6 +618,27 @@ cdef inline uint64_t _dec_bypass_bits(Dec* d, int nbits) noexcept nogil:
 
 cdef int _decode_levels(Dec* dp, int32_t* out, Py_ssize_t n, Py_ssize_t row,
                         int K, int E, Rates rt, Ctx* ctx, int dq) noexcept nogil:
+    # one copy of the loop per (K, dq) with both known to the compiler, so that the
+    # greater-than loop unrolls and the dq branches drop out where dq is 0
+    if dq:
+        if K == 0:
+            return _decode_levels_t(dp, out, n, row, 0, E, rt, ctx, 1)
+        if K == 1:
+            return _decode_levels_t(dp, out, n, row, 1, E, rt, ctx, 1)
+        if K == 2:
+            return _decode_levels_t(dp, out, n, row, 2, E, rt, ctx, 1)
+        return _decode_levels_t(dp, out, n, row, K, E, rt, ctx, 1)
+    if K == 0:
+        return _decode_levels_t(dp, out, n, row, 0, E, rt, ctx, 0)
+    if K == 1:
+        return _decode_levels_t(dp, out, n, row, 1, E, rt, ctx, 0)
+    if K == 2:
+        return _decode_levels_t(dp, out, n, row, 2, E, rt, ctx, 0)
+    return _decode_levels_t(dp, out, n, row, K, E, rt, ctx, 0)
+
+
+cdef inline int _decode_levels_t(Dec* dp, int32_t* out, Py_ssize_t n, Py_ssize_t row,
+                                 int K, int E, Rates rt, Ctx* ctx, int dq) noexcept nogil:
     cdef Layout L = _layout(K, dq)
     cdef Ctx* sig_ctx = ctx
     cdef Ctx* sign_ctx = ctx + L.sign_off
