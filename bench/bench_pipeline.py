@@ -10,10 +10,10 @@ For the digits CNN (``nncodec.tasks.digits``) and EfficientNet-Lite0
 point of a sweep: size (whole model and weight tensors alone), weight SNR, a
 task metric, encode and decode time, and the extra peak memory of encoding.
 
-- nncodec runs in this process (times: best of ``--repeats``), at target weight
-  SNRs (cabac; constriction at 30 dB) and at the reference's QPs; its peak
-  memory comes from a fresh subprocess of this script (``--mem-worker``) that
-  imports no torch.
+- nncodec runs at target weight SNRs (cabac; constriction at 30 dB) and at the
+  reference's QPs; its times (best of ``--repeats``) and its peak memory come
+  from a fresh subprocess of this script (``--mem-worker``) that imports no
+  torch, the same way NNCodec is timed in a process of its own.
 - NNCodec runs in its own virtualenv and its own process
   (``bench/reference/run_reference.py``, wrapped to also record the memory right
   around ``nnc.compress``) at each QP with DQ off and on; its times come from its
@@ -144,7 +144,7 @@ sys.exit(rc)
 '''
 
 
-def mem_worker(npz: str, settings_json: str) -> int:
+def mem_worker(npz: str, settings_json: str, repeats: int = 0) -> int:
     """``--mem-worker``: encode once in this fresh process and print the memory figures."""
     import tracemalloc
 
@@ -170,7 +170,18 @@ def mem_worker(npz: str, settings_json: str) -> int:
     data = nncodec.encode(sd, **settings)
     _, traced_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    print(json.dumps({
+    del data
+    times = {}
+    if repeats > 0:  # speed, in this process without torch: best of ``repeats`` each
+        data = nncodec.encode(sd, **settings)
+        times["encode_s"], d1 = best_of(lambda: nncodec.encode(sd, **settings), repeats)
+        times["encode_1t_s"], d2 = best_of(lambda: nncodec.encode(sd, threads=1, **settings), repeats)
+        times["decode_s"], _ = best_of(lambda: nncodec.decode(data), repeats)
+        times["decode_1t_s"], _ = best_of(lambda: nncodec.decode(data, threads=1), repeats)
+        times["same_bytes_1t"] = d1 == d2 == data
+        times["sha256"] = hashlib.sha256(data).hexdigest()
+        times["threads"] = nncodec.default_threads()
+    print(json.dumps({**times,
         "model_bytes": model_bytes, "bytes": nbytes, "hwm_reset": hwm_reset,
         "rss_before_kib": rss0, "hwm_after_kib": hwm,
         "ru_maxrss_before_kib": maxrss0 // 1024, "ru_maxrss_after_kib": maxrss1 // 1024,
@@ -454,13 +465,14 @@ class Runner:
         import nncodec
 
         sd = task.state_dict
-        enc_s, data = best_of(lambda: nncodec.encode(sd, **settings), self.args.repeats)
-        dec_s, dec = best_of(lambda: nncodec.decode(data), self.args.repeats)
-        # the same on one thread (the default codes several tensors at once)
-        enc1_s, data1 = best_of(lambda: nncodec.encode(sd, threads=1, **settings), self.args.repeats)
-        dec1_s, _ = best_of(lambda: nncodec.decode(data, threads=1), self.args.repeats)
-        if data1 != data:
-            raise RuntimeError(f"{label}: one thread gave other bytes than {nncodec.default_threads()}")
+        data = nncodec.encode(sd, **settings)
+        dec = nncodec.decode(data)
+        # times (and memory) from a fresh process that imports no torch: in this one, torch's
+        # thread pool, busy with the task metric just before, would slow the timed calls down
+        mem = self.mem_ours(npz, settings, self.args.repeats)
+        if mem["sha256"] != hashlib.sha256(data).hexdigest() or not mem["same_bytes_1t"]:
+            raise RuntimeError(f"{label}: the worker process wrote other bytes")
+        enc_s, dec_s, enc1_s, dec1_s = mem["encode_s"], mem["decode_s"], mem["encode_1t_s"], mem["decode_1t_s"]
         for k, a in sd.items():
             if dec[k].shape != a.shape or dec[k].dtype != a.dtype:
                 raise RuntimeError(f"{label}: {k} decoded as {dec[k].dtype}{dec[k].shape}")
@@ -468,18 +480,17 @@ class Runner:
                **size_fields(sd, len(data), ours_tensor_bytes(data)),
                "snr_db_weights": snr_db(sd, dec, is_weight), "snr_db_1d": snr_db(sd, dec, is_small_float),
                "encode_s": enc_s, "decode_s": dec_s, "encode_1t_s": enc1_s, "decode_1t_s": dec1_s}
-        mem = self.mem_ours(npz, settings)
         rec.update(_peak_fields(mem))
         rec["tracemalloc_peak_mib"] = mem["tracemalloc_peak_bytes"] / MiB
         rec["mem_worker_imported_torch"] = mem.get("torch_imported")
         rec["metric"], rec["metric_reused"] = self.metric(task, dec)
         return rec
 
-    def mem_ours(self, npz: Path, settings: dict) -> dict:
+    def mem_ours(self, npz: Path, settings: dict, repeats: int = 0) -> dict:
         env = {k: v for k, v in os.environ.items()}
         p = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--mem-worker", str(npz),
-                            json.dumps(settings)], cwd=REPO, env=env, capture_output=True, text=True,
-                           timeout=600)
+                            json.dumps(settings), str(repeats)], cwd=REPO, env=env, capture_output=True,
+                           text=True, timeout=600)
         if p.returncode != 0:
             raise RuntimeError(f"memory worker failed:\n{p.stderr[-3000:]}")
         return json.loads(p.stdout.strip().splitlines()[-1])
@@ -998,7 +1009,7 @@ def main(argv=None) -> int:
     if argv is None:
         argv = sys.argv[1:]
     if argv[:1] == ["--mem-worker"]:
-        return mem_worker(argv[1], argv[2])
+        return mem_worker(argv[1], argv[2], int(argv[3]) if len(argv) > 3 else 0)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="digits only, a few points; writes under /tmp")
     ap.add_argument("--models", default="digits,efficientnet")
