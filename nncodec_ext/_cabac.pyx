@@ -33,6 +33,7 @@ uses their mean, rounded to 16 bits and forced odd (so never 0).
 """
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
+from nncodec_ext._dq cimport dq_next
 from libc.stdlib cimport malloc, realloc, free
 from libc.math cimport log2
 
@@ -129,16 +130,8 @@ for _i in range(WARMUP_MAX + 1):
 # Dependent quantization (dq = 1): the coder replays the 4-state machine of the
 # dq stage (formats/cabac-v1.md section 1) from the parities of the levels and
 # codes the significance and greater-than flags of a level with a separate set of
-# contexts for each quantizer (states 0, 1: even multiples; 2, 3: odd multiples).
-cdef int TRANS[4][2]
-TRANS[0][0] = 0
-TRANS[0][1] = 2
-TRANS[1][0] = 2
-TRANS[1][1] = 0
-TRANS[2][0] = 1
-TRANS[2][1] = 3
-TRANS[3][0] = 3
-TRANS[3][1] = 1
+# contexts for each quantizer (states 0, 1: even multiples; 2, 3: odd multiples);
+# the transitions are dq_next in _dq.pxd.
 
 
 cdef struct Layout:
@@ -387,7 +380,7 @@ cdef inline void _code_levels(const int32_t* lv, Py_ssize_t n, Py_ssize_t row,
         if dq:
             sgc = sig_ctx + N_SIG_CTX * (st >> 1)
             gtc = gt_ctx + K * N_MAG_CLASSES * (st >> 1)
-            st = TRANS[st][m & 1]
+            st = dq_next(st, m & 1)
         _enc_bit(e, sgc + _sig_ctx(prev, am, ew), q != 0, mode, rt)
         if q != 0:
             neg = q < 0
@@ -727,7 +720,7 @@ cdef inline int _decode_levels_t(Dec* dp, int32_t* out, Py_ssize_t n, Py_ssize_t
                 dp[0] = dl
                 return STATUS_TRUNCATED
         out[i] = q
-        st = TRANS[st][m & 1]
+        st = dq_next(st, m & 1)
         ew = ew + m - (ew >> 2)
         pm = <uint32_t> m
         prev = q

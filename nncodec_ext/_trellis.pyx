@@ -37,6 +37,7 @@ policy (lambda, K and E, the acceptance test).
 """
 from libc.math cimport rint, fabs, floor, INFINITY
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t
+from nncodec_ext._dq cimport dq_next
 from libc.stdlib cimport malloc, calloc, free
 
 ctypedef fused real:
@@ -74,15 +75,6 @@ SUFFIX_PRIOR[2][:] = [203, 170, 171]
 SUFFIX_PRIOR[3][:] = [221, 194, 174]
 SUFFIX_PRIOR[4][:] = [229, 195, 195]
 
-cdef int TRANS[4][2]
-TRANS[0][0] = 0
-TRANS[0][1] = 2
-TRANS[1][0] = 2
-TRANS[1][1] = 0
-TRANS[2][0] = 1
-TRANS[2][1] = 3
-TRANS[3][0] = 3
-TRANS[3][1] = 1
 # the two (state, parity) pairs leading to each state, in the order the search tries them
 cdef int SRC[4][4]
 SRC[0][:] = [0, 0, 1, 1]
@@ -304,7 +296,7 @@ cdef void learn(Model *m, const int32_t *lv, Py_ssize_t start, Py_ssize_t stop, 
                     if e > 1:
                         ctx_update(m, m.suf + <int> (jj * 3 + 1 + b1), <int> ((r >> (e - 2)) & 1))
         ew = ew + mag - (ew >> 2)
-        st = TRANS[st][mag & 1]
+        st = dq_next(st, mag & 1)
     m.ew = ew
     m.st = st
 
@@ -792,7 +784,7 @@ def rd_quantize(const real[::1] w, double step, Py_ssize_t row, int K, int E, in
                     if c < 0:
                         continue
                     jn = J[s] + bdp[par]
-                    t = TRANS[s][par] if dq else 0
+                    t = dq_next(s, par) if dq else 0
                     if jn < Jn[t]:
                         Jn[t] = jn
                         bn[t] = <uint8_t> (s | (c << 2))
@@ -865,4 +857,4 @@ def dq_reconstruct(const int32_t[::1] levels, double step, double[::1] out):
                 out[i] = <double> (2 * k - (1 if k > 0 else (-1 if k < 0 else 0))) * step
             else:
                 out[i] = <double> (2 * k) * step
-            st = TRANS[st][iabs(k) & 1]
+            st = dq_next(st, iabs(k) & 1)
