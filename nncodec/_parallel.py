@@ -42,6 +42,11 @@ def threads_arg(threads: Optional[int]) -> int:
 PARALLEL_MIN_VALUES = 1 << 16
 
 
+def threads_for(threads: int, values: int) -> int:
+    """``threads``, or 1 when ``values`` in all are too few to be worth a pool."""
+    return 1 if threads > 1 and values < PARALLEL_MIN_VALUES else threads
+
+
 def numel(value: Any) -> int:
     return int(value.numel()) if callable(getattr(value, "numel", None)) else int(np.size(value))
 

@@ -74,8 +74,7 @@ def _records(tensors: Mapping[str, Any], settings: Settings, dtypes: Mapping[str
         return encode_tensor(name, arr, dtype, settings, global_threshold=threshold,
                              model_step=steps.get(name, model_step) if steps else model_step)
 
-    if threads > 1 and sum(_numel(tensors[n]) for n in names) < _parallel.PARALLEL_MIN_VALUES:
-        threads = 1
+    threads = _parallel.threads_for(threads, sum(_numel(tensors[n]) for n in names))
     for i, record in enumerate(_ordered_map(one, names, threads)):
         if progress is not None:
             progress(record.name, i, len(names))
@@ -259,8 +258,10 @@ class NNCFile:
 
     def get_tensor(self, name: str):
         info = self._reader.record_info(name)
-        arr = decode_tensor(info, self._reader.read_payload(name))
-        return _convert(arr, info.dtype, self.framework)
+        return self._decoded(info, self._reader.read_payload(name))
+
+    def _decoded(self, info, payload: bytes):
+        return _convert(decode_tensor(info, payload), info.dtype, self.framework)
 
     def iter_tensors(self, names: Optional[Iterable[str]] = None, *, threads: Optional[int] = None,
                      progress: Progress = None) -> Iterator[tuple[str, Any]]:
@@ -268,16 +269,14 @@ class NNCFile:
         ``threads`` tensors at once (default ``default_threads()``). Payloads are read here, one
         after the other, and decoded in worker threads; the results do not depend on ``threads``."""
         names = self.keys() if names is None else list(names)
-        n = _threads(threads)
-        if n > 1 and sum(self._reader.record_info(k).numel for k in names) < _parallel.PARALLEL_MIN_VALUES:
-            n = 1
+        n = _parallel.threads_for(_threads(threads), sum(self._reader.record_info(k).numel for k in names))
 
         def read(name: str):
             return name, self._reader.record_info(name), self._reader.read_payload(name)
 
         def work(item):
             name, info, payload = item
-            return name, _convert(decode_tensor(info, payload), info.dtype, self.framework)
+            return name, self._decoded(info, payload)
 
         for i, (name, value) in enumerate(_ordered_map(work, map(read, names), n)):
             if progress is not None:

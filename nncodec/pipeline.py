@@ -43,7 +43,7 @@ from . import quantize as _quantize
 from .container import DTYPES, RecordInfo, TensorRecord, qp_grid_step
 from .entropy import DEFAULT_BACKEND, backend_by_id, get_backend
 from .errors import FormatError
-from .quant_snr import _as_real, quantize_checked, step_for_snr, step_for_snr_many
+from .quant_snr import _DB_PER_LN_STEP, _as_real, quantize_checked, step_for_snr, step_for_snr_many
 from .quantize import rdq as _rdq
 
 try:  # compiled dequantization loop; numpy does the same (in three passes) without it
@@ -362,7 +362,6 @@ def _step_reaching(w: np.ndarray, target: float, dtype: str) -> float:
     return float(best_step)
 
 
-_DB_PER_LOG_STEP = 20.0 / math.log(10.0)  # weight SNR falls ~8.7 dB per unit of ln(step)
 # Where the search for DQ starts, relative to the plain step reaching the same SNR: the
 # dependent quantizer's levels are spaced 2 steps apart, which costs about 4.7 dB at equal step.
 _DQ_START = 10.0 ** (-4.7 / 20.0)
@@ -418,8 +417,7 @@ def rd_step_reaching(tensors, target: float, settings: Settings, tol: float = 0.
 
     found = {}
 
-    if threads > 1 and sum(w.size for w, _, _ in tensors) < _parallel.PARALLEL_MIN_VALUES:
-        threads = 1
+    threads = _parallel.threads_for(threads, sum(w.size for w, _, _ in tensors))
     keys = [_tensor_key(w, r) for w, r, _ in tensors]
 
     def snr(ls: float, stored: tuple = ("float16", "bfloat16")) -> float:
@@ -484,7 +482,7 @@ def rd_step_reaching(tensors, target: float, settings: Settings, tol: float = 0.
                 ls = min(max(ls, lo[0] + 0.05 * span), hi[0] - 0.05 * span)
         else:
             base = lo if lo is not None else hi
-            ls = base[0] + (min(base[1], 1e3) - aim) / _DB_PER_LOG_STEP
+            ls = base[0] + (min(base[1], 1e3) - aim) / _DB_PER_LN_STEP
     if ok:
         return checked(max(ok)[0])
     ls = min(bad)[0]
