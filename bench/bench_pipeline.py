@@ -170,10 +170,8 @@ def mem_worker(npz: str, settings_json: str, repeats: int = 0) -> int:
     data = nncodec.encode(sd, **settings)
     _, traced_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    del data
     times = {}
     if repeats > 0:  # speed, in this process without torch: best of ``repeats`` each
-        data = nncodec.encode(sd, **settings)
         times["encode_s"], d1 = best_of(lambda: nncodec.encode(sd, **settings), repeats)
         times["encode_1t_s"], d2 = best_of(lambda: nncodec.encode(sd, threads=1, **settings), repeats)
         times["decode_s"], _ = best_of(lambda: nncodec.decode(data), repeats)

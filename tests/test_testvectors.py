@@ -17,6 +17,15 @@ import make_vectors  # noqa: E402
 VECTORS = make_vectors.vectors()
 
 
+def _assert_same_arrays(got: dict, expected_npz: str) -> None:
+    """``got`` holds exactly the arrays of ``expected_npz``: names, dtypes, shapes and values."""
+    with np.load(expected_npz) as expected:
+        assert sorted(got) == sorted(expected.files)
+        for k in expected.files:
+            assert got[k].dtype == expected[k].dtype and got[k].shape == expected[k].shape
+            np.testing.assert_array_equal(got[k], expected[k])
+
+
 @pytest.mark.parametrize("name", sorted(VECTORS))
 def test_encoding_gives_the_stored_bytes(name):
     tensors, dtypes, settings, meta = VECTORS[name]
@@ -29,11 +38,7 @@ def test_encoding_gives_the_stored_bytes(name):
 def test_decoding_gives_the_stored_arrays(name):
     path = os.path.join(HERE, f"{name}.nnc")
     got = nncodec.load_file(path)
-    with np.load(os.path.join(HERE, f"{name}.expected.npz")) as expected:
-        assert sorted(got) == sorted(expected.files)
-        for k in expected.files:
-            assert got[k].dtype == expected[k].dtype and got[k].shape == expected[k].shape
-            np.testing.assert_array_equal(got[k], expected[k])
+    _assert_same_arrays(got, os.path.join(HERE, f"{name}.expected.npz"))
     # and, for lossless vectors, the inputs themselves
     tensors, _, settings, _ = VECTORS[name]
     if settings.get("lossless"):
@@ -79,11 +84,7 @@ def test_legacy_vectors_still_decode(name):
         meta = r.metadata()
     assert pack(records, meta, compact=False) == blob
     got = nncodec.load_file(path)
-    with np.load(os.path.join(LEGACY, f"{name}.expected.npz")) as expected:
-        assert sorted(got) == sorted(expected.files)
-        for k in expected.files:
-            assert got[k].dtype == expected[k].dtype and got[k].shape == expected[k].shape
-            np.testing.assert_array_equal(got[k], expected[k])
+    _assert_same_arrays(got, os.path.join(LEGACY, f"{name}.expected.npz"))
     # the same records in the compact index: smaller header, same tensors
     compact = pack(records, meta)
     assert len(compact) < len(blob) or not records
