@@ -34,7 +34,8 @@ uses their mean, rounded to 16 bits and forced odd (so never 0).
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
 from nncodec_ext._dq cimport dq_next
-from libc.stdlib cimport malloc, realloc, free
+from libc.stdlib cimport malloc, calloc, realloc, free
+from libc.string cimport memset
 from libc.math cimport log2
 
 import numpy as np
@@ -96,6 +97,8 @@ cdef enum:
     MODE_WRITE = 0
     MODE_COST_FAST = 1
     MODE_COST_EXACT = 2
+    MODE_COST_MULTI = 3            # fast cost of several rate/init candidates in one pass
+    MAX_CANDIDATES = 16
 
 # -log2(p / 65536) for p = 16*i + 8, i < 4096: the fast cost estimate.
 cdef double COST_TABLE[4096]
@@ -185,6 +188,15 @@ cdef inline void _update_ab(Ctx* c, uint32_t a, uint32_t b, uint32_t bit, Rates 
         c.n += 1
 
 
+cdef struct Multi:
+    # candidate j codes the same bins with its own contexts (ctx + j * stride) and rates;
+    # each sum grows in the same order as a single cost pass would add to it
+    int n
+    size_t stride
+    double bits[MAX_CANDIDATES]
+    Rates rates[MAX_CANDIDATES]
+
+
 cdef struct Enc:
     uint64_t low
     uint32_t range
@@ -199,6 +211,8 @@ cdef struct Enc:
     double bits
     uint64_t ctx_bins
     uint64_t bypass_bins
+    Multi* multi          # MODE_COST_MULTI only
+
 
 
 cdef inline void _put_byte(Enc* e, uint32_t byte) noexcept nogil:
@@ -250,6 +264,22 @@ cdef inline void _enc_bit(Enc* e, Ctx* c, uint32_t bit, int mode, Rates r) noexc
     cdef uint32_t p = ((a + b) >> (STATE_BITS + 1 - 16)) | 1u      # P(bin = 0), 16-bit
     cdef uint32_t bound
     cdef uint32_t mask
+    cdef Multi* mc
+    cdef Ctx* cj
+    cdef int j
+    if mode == MODE_COST_MULTI:
+        mc = e.multi
+        for j in range(mc.n):
+            cj = c + <size_t> j * mc.stride
+            a = cj.a
+            b = cj.b
+            p = ((a + b) >> (STATE_BITS + 1 - 16)) | 1u
+            if bit:
+                mc.bits[j] += COST_TABLE[(PROB_ONE - p) >> 4]
+            else:
+                mc.bits[j] += COST_TABLE[p >> 4]
+            _update_ab(cj, a, b, bit, mc.rates[j])
+        return
     if mode == MODE_WRITE:
         bound = (e.range >> 16) * p
         mask = 0u - bit
@@ -275,6 +305,7 @@ cdef inline void _enc_bit(Enc* e, Ctx* c, uint32_t bit, int mode, Rates r) noexc
 
 cdef inline void _enc_bypass_bits(Enc* e, uint64_t v, int nbits, int mode) noexcept nogil:
     # the low nbits of v as bypass bins, most significant first
+    cdef int j
     if mode == MODE_WRITE:
         while nbits > 0:
             nbits -= 1
@@ -282,6 +313,11 @@ cdef inline void _enc_bypass_bits(Enc* e, uint64_t v, int nbits, int mode) noexc
             e.low += e.range & (0u - <uint32_t> ((v >> nbits) & 1u))
             if unlikely(e.range < RANGE_TOP):
                 _enc_renorm(e)
+    elif mode == MODE_COST_MULTI:
+        while nbits > 0:
+            nbits -= 1
+            for j in range(e.multi.n):
+                e.multi.bits[j] += 1.0
     else:
         # one bit at a time, as the reference adds them (same rounding)
         while nbits > 0:
@@ -534,6 +570,184 @@ def cost(const int32_t[::1] levels, int K, int eg_k, Py_ssize_t row_length, int 
                 _code_levels(&levels[0], n, row_length, K, eg_k, rt, ctx, &e, MODE_COST_FAST, dq)
     free(ctx)
     return e.bits, e.ctx_bins, e.bypass_bins
+
+
+def cost_multi(const int32_t[::1] levels, int K, int eg_k, Py_ssize_t row_length, rates, inits,
+               int dq=0):
+    """Fast-mode cost (as ``cost(..., exact=False)[0]``) of coding ``levels`` once for each
+    candidate ``(rates[j], inits[j])``, in a single pass over the levels: the same K, E and
+    binarization for all, each candidate with its own contexts. Returns a list of floats,
+    each equal to what ``cost`` gives for that candidate alone."""
+    cdef Py_ssize_t nc = len(rates)
+    if nc != len(inits) or nc < 1 or nc > MAX_CANDIDATES:
+        raise ValueError(f"1..{MAX_CANDIDATES} candidates needed, with as many rates as inits")
+    cdef Py_ssize_t j, t
+    for j in range(nc):
+        _check_params(K, eg_k, row_length, rates[j], inits[j], dq)
+    cdef Py_ssize_t n = levels.shape[0]
+    cdef Layout L = _layout(K, dq)
+    cdef Multi mc
+    cdef Enc e
+    cdef Ctx* block = <Ctx*> malloc(nc * L.nctx * sizeof(Ctx))
+    cdef Ctx* one
+    if block == NULL:
+        raise MemoryError()
+    mc.n = <int> nc
+    mc.stride = <size_t> L.nctx
+    for j in range(nc):
+        mc.bits[j] = 0.0
+        mc.rates[j] = _rates(rates[j])
+        one = _new_contexts(K, inits[j], dq)
+        if one == NULL:
+            free(block)
+            raise MemoryError()
+        for t in range(L.nctx):
+            block[j * L.nctx + t] = one[t]
+        free(one)
+    e.multi = &mc
+    with nogil:
+        if n > 0:
+            _code_levels(&levels[0], n, row_length, K, eg_k, mc.rates[0], block, &e, MODE_COST_MULTI, dq)
+    free(block)
+    return [mc.bits[j] for j in range(nc)]
+
+
+cdef inline double _binary_cost(uint64_t n, uint64_t ones, double penalty) noexcept nogil:
+    # n * H(ones / n) bits, plus penalty * log2(n + 1) for a context that is used
+    cdef double dn, d1, d0, h = 0.0
+    if n == 0:
+        return 0.0
+    if ones > 0 and ones < n:
+        dn = <double> n
+        d1 = <double> ones
+        d0 = <double> (n - ones)
+        h = -(d1 * log2(d1 / dn) + d0 * log2(d0 / dn))
+    return h + penalty * log2(<double> n + 1.0)
+
+
+cdef enum:
+    HIST_CAP = 4096                # static_costs: magnitudes up to this are counted in a histogram
+
+
+cdef void _static_count(uint64_t m, uint64_t w, int K, int eg_k, uint64_t* gt_n, uint64_t* gt_1,
+                        uint64_t* pre_n, uint64_t* pre_1, uint64_t* s1_n, uint64_t* s1_1,
+                        uint64_t* s2_n, uint64_t* s2_1, uint64_t* bypass) noexcept nogil:
+    # the magnitude bins of w levels of magnitude m >= 1, added to the counts
+    cdef uint32_t k = 1, p, jj
+    cdef uint64_t r, off, b1, b2
+    cdef int j, ek
+    while k <= <uint32_t> K:
+        gt_n[k] += w
+        if m <= k:
+            return
+        gt_1[k] += w
+        k += 1
+    r = m - <uint64_t> K - 1
+    j = _bit_length((r >> eg_k) + 1) - 1      # the Exp-Golomb class of r
+    for p in range(<uint32_t> j + 1):
+        jj = p if p < N_POS - 1 else N_POS - 1
+        pre_n[jj] += w
+        if p < <uint32_t> j:
+            pre_1[jj] += w
+    ek = eg_k + j
+    off = r - (((<uint64_t> 1 << j) - 1) << eg_k)
+    jj = <uint32_t> j if j < N_POS - 1 else N_POS - 1
+    if ek >= 1:
+        b1 = (off >> (ek - 1)) & 1
+        s1_n[jj] += w
+        s1_1[jj] += b1 * w
+        if ek >= 2:
+            b2 = (off >> (ek - 2)) & 1
+            s2_n[2 * jj + b1] += w
+            s2_1[2 * jj + b1] += b2 * w
+            bypass[0] += <uint64_t> (ek - 2) * w
+
+
+def static_costs(const int32_t[::1] levels, Ks, Es, double penalty, double suffix_penalty):
+    """For each candidate (Ks[c], Es[c]), an estimate in bits of what the magnitude bins
+    (greater-than flags, remainder prefix and suffix) of the non-zero ``levels`` cost with
+    that K and E: every bin position as one context with a fixed probability (the counted
+    frequency, n * H(p) bits), plus ``penalty`` x log2(n + 1) for each greater-than or prefix
+    position used (``suffix_penalty`` for the suffix contexts), a stand-in for what an
+    adaptive context pays to learn. The bins common to all K and E (significance, sign)
+    are left out. One pass over the levels (a histogram of the magnitudes), no coding."""
+    cdef Py_ssize_t nc = len(Ks)
+    if nc != len(Es):
+        raise ValueError("as many Ks as Es needed")
+    cdef Py_ssize_t c
+    for c in range(nc):
+        if Ks[c] < 0 or Ks[c] > MAX_K or Es[c] < 0 or Es[c] > MAX_EG_ORDER:
+            raise ValueError("K or E out of range")
+    cdef Py_ssize_t i, n = levels.shape[0], nd = 0
+    # a histogram of the magnitudes up to cap (no larger than the data calls for), then the
+    # distinct magnitudes with their counts; larger magnitudes are listed one by one
+    cdef uint32_t cap = <uint32_t> (HIST_CAP if n > HIST_CAP // 2 else 2 * n + 16)
+    cdef uint64_t* hist = <uint64_t*> calloc(cap + 1, sizeof(uint64_t))
+    cdef uint32_t* dval = <uint32_t*> malloc((n + cap + 1) * sizeof(uint32_t))
+    cdef uint64_t* dcnt = <uint64_t*> malloc((n + cap + 1) * sizeof(uint64_t))
+    if hist == NULL or dval == NULL or dcnt == NULL:
+        free(hist)
+        free(dval)
+        free(dcnt)
+        raise MemoryError()
+    cdef uint32_t m, v
+    with nogil:
+        for i in range(n):
+            m = _mag(levels[i])
+            if m <= cap:
+                hist[m] += 1
+            else:
+                dval[nd] = m
+                dcnt[nd] = 1
+                nd += 1
+        for v in range(1, cap + 1):
+            if hist[v]:
+                dval[nd] = v
+                dcnt[nd] = hist[v]
+                nd += 1
+    free(hist)
+    cdef uint64_t gt_n[MAX_K + 1]
+    cdef uint64_t gt_1[MAX_K + 1]
+    cdef uint64_t pre_n[N_POS]
+    cdef uint64_t pre_1[N_POS]
+    cdef uint64_t s1_n[N_POS]
+    cdef uint64_t s1_1[N_POS]
+    cdef uint64_t s2_n[2 * N_POS]
+    cdef uint64_t s2_1[2 * N_POS]
+    cdef uint64_t bypass
+    cdef int K, E, t
+    cdef double total
+    out = []
+    for c in range(nc):
+        K = Ks[c]
+        E = Es[c]
+        with nogil:
+            memset(gt_n, 0, sizeof(gt_n))
+            memset(gt_1, 0, sizeof(gt_1))
+            memset(pre_n, 0, sizeof(pre_n))
+            memset(pre_1, 0, sizeof(pre_1))
+            memset(s1_n, 0, sizeof(s1_n))
+            memset(s1_1, 0, sizeof(s1_1))
+            memset(s2_n, 0, sizeof(s2_n))
+            memset(s2_1, 0, sizeof(s2_1))
+            bypass = 0
+            for i in range(nd):
+                _static_count(dval[i], dcnt[i], K, E, gt_n, gt_1, pre_n, pre_1, s1_n, s1_1, s2_n, s2_1,
+                              &bypass)
+            total = 0.0
+            for t in range(1, K + 1):
+                total += _binary_cost(gt_n[t], gt_1[t], penalty)
+            for t in range(N_POS):
+                total += _binary_cost(pre_n[t], pre_1[t], penalty)
+            for t in range(N_POS):
+                total += _binary_cost(s1_n[t], s1_1[t], suffix_penalty)
+                total += _binary_cost(s2_n[2 * t], s2_1[2 * t], suffix_penalty)
+                total += _binary_cost(s2_n[2 * t + 1], s2_1[2 * t + 1], suffix_penalty)
+            total += <double> bypass
+        out.append(total)
+    free(dval)
+    free(dcnt)
+    return out
 
 
 cdef struct Dec:

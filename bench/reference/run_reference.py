@@ -71,6 +71,8 @@ class _TorchvisionUnavailable(RuntimeError):
     pass
 
 
+MAX_CALLS = 1000  # timing calls at most, whatever --min-time asks
+
 def _make_stub_class(qualname: str) -> type:
     def __init__(self, *args, **kwargs):
         self._stub_args = (args, kwargs)
@@ -263,22 +265,29 @@ def run(args) -> dict:
             notes.append(f"{name}: 0-d scalar coded as shape (1,)")
             a = a.reshape(1)
         enc_params[name] = a
-    # --repeats N: best of N calls each (the bitstream must come out the same every time)
+    # --repeats N / --min-time S: best of at least N calls each, and of as many more as fit
+    # in S seconds of calls (at most MAX_CALLS); the bitstream must come out the same every time
     encode_s = decode_s = float("inf")
     data = None
-    for _ in range(max(1, args.repeats)):
+    calls, spent = 0, 0.0
+    while calls < max(1, args.repeats) or (spent < args.min_time and calls < MAX_CALLS):
         t0 = time.perf_counter()
         nnc.compress(enc_params, args.out_bitstream, **kwargs)
-        encode_s = min(encode_s, time.perf_counter() - t0)
+        dt = time.perf_counter() - t0
+        encode_s, calls, spent = min(encode_s, dt), calls + 1, spent + dt
         with open(args.out_bitstream, "rb") as f:
             again = f.read()
         if data is not None and again != data:
             raise SystemExit("compress gave a different bitstream on a repeated call")
         data = again
-    for _ in range(max(1, args.repeats)):
+    encode_calls = calls
+    calls, spent = 0, 0.0
+    while calls < max(1, args.repeats) or (spent < args.min_time and calls < MAX_CALLS):
         t0 = time.perf_counter()
         decoded = nnc.decompress(bytearray(data), verbose=args.verbose)
-        decode_s = min(decode_s, time.perf_counter() - t0)
+        dt = time.perf_counter() - t0
+        decode_s, calls, spent = min(decode_s, dt), calls + 1, spent + dt
+    decode_calls = calls
 
     if not isinstance(decoded, dict):
         raise SystemExit(f"decompress returned {type(decoded)}, expected dict")
@@ -328,6 +337,9 @@ def run(args) -> dict:
         "qp": args.qp,
         "use_dq": bool(args.use_dq),
         "timing_repeats": max(1, args.repeats),
+        "timing_min_time_s": args.min_time,
+        "encode_calls": encode_calls,
+        "decode_calls": decode_calls,
         "qp_density": args.qp_density,
         "nonweight_qp": args.nonweight_qp,
         "qp_per_tensor": qp_per_tensor,
@@ -416,6 +428,8 @@ def main(argv=None) -> int:
     p.add_argument("--int-quant-bw", type=int, default=0,
                    help="integer-aligned quantization to this bit width (overrides --qp); 0 = off")
     p.add_argument("--verbose", action="store_true", help="let the reference print its progress")
+    p.add_argument("--min-time", type=float, default=0.0,
+                   help="keep timing (beyond --repeats) until the calls took this many seconds")
     p.add_argument("--repeats", type=int, default=1,
                    help="time compress and decompress this many times each and keep the best")
     args = p.parse_args(argv)

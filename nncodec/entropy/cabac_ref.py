@@ -318,6 +318,88 @@ def cost(levels, K: int, eg_k: int, row_length: int, rates: int, init: int, exac
     return c.bits, c.ctx_bins, c.bypass_bins
 
 
+def cost_multi(levels, K: int, eg_k: int, row_length: int, rates, inits, dq: int = 0) -> list:
+    """The fast cost of each candidate (rates[j], inits[j]): the compiled coder does them
+    all in one pass; here one pass each, with the same sums."""
+    if len(rates) != len(inits) or not 1 <= len(rates) <= 16:
+        raise ValueError("1..16 candidates needed, with as many rates as inits")
+    return [cost(levels, K, eg_k, row_length, r, i, False, dq)[0] for r, i in zip(rates, inits)]
+
+
+def _binary_cost(n: int, ones: int, penalty: float) -> float:
+    if n == 0:
+        return 0.0
+    h = 0.0
+    if 0 < ones < n:
+        dn, d1, d0 = float(n), float(ones), float(n - ones)
+        h = -(d1 * math.log2(d1 / dn) + d0 * math.log2(d0 / dn))
+    return h + penalty * math.log2(float(n) + 1.0)
+
+
+def static_costs(levels, Ks, Es, penalty: float, suffix_penalty: float) -> list:
+    """Counted-frequency estimates of the magnitude bins' cost, one per (Ks[c], Es[c]) (see
+    the compiled twin, which counts from a histogram: the same counts, the same sums)."""
+    if len(Ks) != len(Es):
+        raise ValueError("as many Ks as Es needed")
+    for K, E in zip(Ks, Es):
+        if not (0 <= K <= MAX_K and 0 <= E <= MAX_EG_ORDER):
+            raise ValueError("K or E out of range")
+    lv = _as_int_list(levels)
+    return [_static_cost(lv, K, E, penalty, suffix_penalty) for K, E in zip(Ks, Es)]
+
+
+def _static_cost(lv: list, K: int, eg_k: int, penalty: float, suffix_penalty: float) -> float:
+    gt_n = [0] * (MAX_K + 1)
+    gt_1 = [0] * (MAX_K + 1)
+    pre_n = [0] * N_POS
+    pre_1 = [0] * N_POS
+    s1_n = [0] * N_POS
+    s1_1 = [0] * N_POS
+    s2_n = [[0, 0] for _ in range(N_POS)]
+    s2_1 = [[0, 0] for _ in range(N_POS)]
+    bypass = 0
+    for q in lv:
+        m = abs(q)
+        if m == 0:
+            continue
+        for k in range(1, K + 1):
+            gt_n[k] += 1
+            if m <= k:
+                break
+            gt_1[k] += 1
+        if m <= K:
+            continue
+        r = m - K - 1
+        j = ((r >> eg_k) + 1).bit_length() - 1
+        for p in range(j + 1):
+            jj = min(p, N_POS - 1)
+            pre_n[jj] += 1
+            if p < j:
+                pre_1[jj] += 1
+        ek = eg_k + j
+        off = r - (((1 << j) - 1) << eg_k)
+        jj = min(j, N_POS - 1)
+        if ek >= 1:
+            b1 = (off >> (ek - 1)) & 1
+            s1_n[jj] += 1
+            s1_1[jj] += b1
+            if ek >= 2:
+                b2 = (off >> (ek - 2)) & 1
+                s2_n[jj][b1] += 1
+                s2_1[jj][b1] += b2
+                bypass += ek - 2
+    total = 0.0
+    for k in range(1, K + 1):
+        total += _binary_cost(gt_n[k], gt_1[k], penalty)
+    for p in range(N_POS):
+        total += _binary_cost(pre_n[p], pre_1[p], penalty)
+    for p in range(N_POS):
+        total += _binary_cost(s1_n[p], s1_1[p], suffix_penalty)
+        total += _binary_cost(s2_n[p][0], s2_1[p][0], suffix_penalty)
+        total += _binary_cost(s2_n[p][1], s2_1[p][1], suffix_penalty)
+    return total + float(bypass)
+
+
 class _Reader:
     def __init__(self, data: bytes):
         self.data = data
