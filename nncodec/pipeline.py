@@ -263,6 +263,10 @@ class Settings:
         (1-D, float32 or float64), stored as ``dtype``; ``model_step`` is the one step
         of a model-wide target SNR (``model_step_for``)."""
         if ndim <= 1:
+            if w.size <= _SNAP_MAX_VALUES:
+                grid = _grid_step_reaching(w, self.small_snr, dtype)
+                if grid is not None:
+                    return grid
             step = _step_reaching(w, self.small_snr, dtype)
             return _snap_small(w, step, self.small_snr, dtype) if w.size <= _SNAP_MAX_VALUES else step
         if model_step is not None:
@@ -281,6 +285,48 @@ class Settings:
 # small 1-D tensor the finer step on that grid costs less than the 8 bytes saved: on average 1/8
 # bit a value more, so up to 256 values at most 4 bytes.
 _SNAP_MAX_VALUES = 256
+_GRID_MIN_E, _GRID_MAX_E = -160, 79  # the exponents e of qp_grid_step
+
+
+_GRID_WALK = 24  # grid steps (6 octaves) _grid_step_reaching walks at most from its first guess
+
+
+def _grid_step_reaching(w: np.ndarray, target: float, dtype: str) -> Optional[float]:
+    """For a small tensor: the largest step 2 ** (e / 4) whose decoded tensor (rounding to
+    ``dtype`` included) reaches ``target`` dB, found by walking the grid from the step the
+    uniform-noise model gives (a few passes over the values instead of a full step search):
+    up while the next step still reaches the target, or down until one does. None when the
+    walk finds none (e.g. the dtype's precision is the limit), or for an all-zero tensor."""
+    if w.size == 0 or not np.any(w):
+        return None
+    x = w.astype(np.float64)
+    rms = math.sqrt(float(np.dot(x, x)) / x.size)
+    if not (rms > 0 and math.isfinite(rms)):
+        return None
+    guess = rms * math.sqrt(12.0) * 10.0 ** (-float(target) / 20.0)
+    e = max(_GRID_MIN_E, min(_GRID_MAX_E, math.floor(4.0 * math.log2(guess))))
+
+    amax = float(np.max(np.abs(x)))
+
+    def reaches(k: int) -> bool:
+        step = qp_grid_step(k)
+        if amax / step > 2**31 - 1:  # levels beyond int32: not a step this tensor can use
+            return False
+        return _stored_snr(w, step, dtype) >= target
+
+    if reaches(e):
+        for _ in range(_GRID_WALK):
+            if e >= _GRID_MAX_E or not reaches(e + 1):
+                break
+            e += 1
+        return float(qp_grid_step(e))
+    for _ in range(_GRID_WALK):
+        e -= 1
+        if e < _GRID_MIN_E:
+            return None
+        if reaches(e):
+            return float(qp_grid_step(e))
+    return None
 
 
 def _snap_small(w: np.ndarray, step: float, target: float, dtype: str) -> float:

@@ -173,19 +173,16 @@ cdef struct Rates:
 cdef inline void _update_ab(Ctx* c, uint32_t a, uint32_t b, uint32_t bit, Rates r) noexcept nogil:
     # move each estimate (a = c.a, b = c.b, already loaded) towards the observed
     # bin: state += (target - state) >> shift, with an arithmetic (flooring)
-    # shift of the signed difference
+    # shift of the signed difference; while the context is young the shifts are
+    # min(w(n), rate) (no branch: the warm-up and the settled contexts interleave)
     cdef int32_t target = <int32_t> ((bit - 1u) & STATE_ONE)
-    cdef uint32_t w, fs, ss
-    if likely(c.n >= WARMUP_MAX):
-        c.a = <uint32_t> (<int32_t> a + ((target - <int32_t> a) >> r.fast))
-        c.b = <uint32_t> (<int32_t> b + ((target - <int32_t> b) >> r.slow))
-    else:
-        w = WARMUP_W[c.n]
-        fs = w if w < r.fast else r.fast
-        ss = w if w < r.slow else r.slow
-        c.a = <uint32_t> (<int32_t> a + ((target - <int32_t> a) >> fs))
-        c.b = <uint32_t> (<int32_t> b + ((target - <int32_t> b) >> ss))
-        c.n += 1
+    cdef uint32_t n = c.n
+    cdef uint32_t w = WARMUP_W[n]
+    cdef uint32_t fs = w if w < r.fast else r.fast
+    cdef uint32_t ss = w if w < r.slow else r.slow
+    c.a = <uint32_t> (<int32_t> a + ((target - <int32_t> a) >> fs))
+    c.b = <uint32_t> (<int32_t> b + ((target - <int32_t> b) >> ss))
+    c.n = n + <uint32_t> (n < WARMUP_MAX)
 
 
 cdef struct Multi:
