@@ -269,10 +269,10 @@ class NNCFile:
         ``threads`` tensors at once (default ``default_threads()``). Payloads are read here, one
         after the other, and decoded in worker threads; the results do not depend on ``threads``."""
         names = self.keys() if names is None else list(names)
-        n = _parallel.threads_for(_threads(threads), sum(self._reader.record_info(k).numel for k in names))
+        n = _parallel.threads_for(_threads(threads), sum(self._reader._info(k).numel for k in names))
 
         def read(name: str):
-            return name, self._reader.record_info(name), self._reader.read_payload(name)
+            return name, self._reader._info(name), self._reader.read_payload(name)
 
         def work(item):
             name, info, payload = item

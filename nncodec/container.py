@@ -963,12 +963,16 @@ class Reader:
     def metadata(self) -> dict[str, str]:
         return dict(self._metadata)
 
-    def record_info(self, name: str) -> RecordInfo:
-        """Index entry of one tensor (a copy: changing it does not change the Reader)."""
+    def _info(self, name: str) -> RecordInfo:
+        """The Reader's own index entry (not a copy: for callers in nncodec that only read it)."""
         try:
-            info = self._infos[name]
+            return self._infos[name]
         except KeyError:
             raise KeyError(f"no tensor named {name!r} in this container") from None
+
+    def record_info(self, name: str) -> RecordInfo:
+        """Index entry of one tensor (a copy: changing it does not change the Reader)."""
+        info = self._info(name)
         return RecordInfo(info.name, info.dtype, info.shape, _copy_json(info.chain),
                           info.backend, info.offset, info.length, info.crc32)
 
