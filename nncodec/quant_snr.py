@@ -64,6 +64,13 @@ def _sq_error(w: np.ndarray, step: float) -> tuple[float, float]:
     return sig, err
 
 
+def _sum_sq(w: np.ndarray) -> float:
+    """sum w^2, the same float as ``_sq_error(w, step)[0]``, without quantizing."""
+    if _quant is not None:
+        return _quant.sum_sq(w)
+    return _sq_error(w, 1.0)[0]
+
+
 def snr_db(w, w_hat) -> float:
     """Weight SNR in dB; ``inf`` when ``w_hat == w`` exactly (or both are zero)."""
     w = _as_f64(w)
@@ -141,7 +148,7 @@ def step_for_snr_many(tensors, target_db: float, iters: int = 60, tol_db: float 
         raise ValueError("weights contain NaN or inf")
     signal = 0.0
     for w in ws:
-        signal += _sq_error(w, 1.0)[0]
+        signal += _sum_sq(w)
     if signal == 0.0:
         return 1.0
     size = sum(w.size for w in ws)

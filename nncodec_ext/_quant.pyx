@@ -26,6 +26,17 @@ def sq_error(const real[::1] w, double step):
     return sig, err
 
 
+def sum_sq(const real[::1] w):
+    """sum of w**2 accumulated in double, in the order sq_error adds it (the same float)."""
+    cdef Py_ssize_t i, n = w.shape[0]
+    cdef double x, sig = 0.0
+    with nogil:
+        for i in range(n):
+            x = <double> w[i]
+            sig += x * x
+    return sig
+
+
 def quantize_into(const real[::1] w, double step, int32_t[::1] out):
     """out = rint(w / step), clipped to int32; returns max |w / step| (before clipping)."""
     cdef Py_ssize_t i, n = w.shape[0]

@@ -274,6 +274,16 @@ def test_compiled_dequantization_rounds_as_numpy():
         assert np.array_equal(out.view(np.uint32), ref.view(np.uint32))
 
 
+def test_compiled_sum_of_squares_is_the_one_of_the_error_pass():
+    # the step search takes the signal from sum_sq and the noise from sq_error: the signal
+    # must be the same float either way (same order of additions)
+    from nncodec_ext import _quant
+
+    rng = np.random.default_rng(12)
+    for w in (rng.standard_normal(30001).astype(np.float32), rng.laplace(0, 3, 777), np.zeros(0)):
+        assert _quant.sum_sq(w) == _quant.sq_error(w, 0.37)[0]
+
+
 @pytest.mark.parametrize("settings", [dict(target_snr=30), dict(method="kmeans", k=16),
                                       dict(target_snr=25, dq=True, rdoq=True)])
 def test_threads_do_not_change_the_bytes(settings, monkeypatch):
