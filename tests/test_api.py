@@ -377,3 +377,7 @@ def test_small_1d_steps_sit_on_the_qp_grid_and_keep_their_snr():
     assert steps["b_large"] not in grid  # a large tensor keeps the step found for it
     for name in ("b_small", "b_large"):
         assert _snr(model[name], out[name]) >= DEFAULT_SMALL_SNR
+    # the small tensor's step is the largest on the grid that reaches the target
+    e = next(e for e in range(-160, 80) if qp_grid_step(e) == steps["b_small"])
+    coarser = np.rint(model["b_small"] / qp_grid_step(e + 1)) * qp_grid_step(e + 1)
+    assert _snr(model["b_small"], coarser.astype(np.float32)) < DEFAULT_SMALL_SNR
