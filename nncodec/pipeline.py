@@ -778,9 +778,12 @@ def decode_tensor(info: RecordInfo, payload: bytes) -> np.ndarray:
         if not isinstance(step, float) or not (step > 0 and math.isfinite(step)):
             raise FormatError(f"tensor {info.name!r}: invalid step {step!r}")
         if _quant is not None and info.dtype == "float32" and levels.dtype == np.int32 and levels.ndim == 1:
-            # one pass instead of three; same rounding (float64 product, then float32)
-            out = np.empty(levels.size, np.float32)
-            _quant.dequantize_into(np.ascontiguousarray(levels), step, out)
+            # one pass instead of three; same rounding (float64 product, then float32); in the
+            # levels' own buffer when the backend handed over a fresh array (4 bytes each way)
+            levels = np.ascontiguousarray(levels)
+            own = levels.flags.owndata and levels.flags.writeable
+            out = levels.view(np.float32) if own else np.empty(levels.size, np.float32)
+            _quant.dequantize_into(levels, step, out)
             return out.reshape(info.shape)
         values = levels.astype(np.float64) * step
         if info.dtype == "bfloat16":

@@ -59,7 +59,8 @@ def quantize_into(const real[::1] w, double step, int32_t[::1] out):
 def dequantize_into(const int32_t[::1] levels, double step, float[::1] out):
     """out = float32(double(level) * step): the level times the step in double
     precision, rounded to float32 by a C cast, as numpy's
-    ``(levels.astype(float64) * step).astype(float32)`` in one pass."""
+    ``(levels.astype(float64) * step).astype(float32)`` in one pass. ``out`` may be the
+    levels' own buffer viewed as float32: each level is read before its slot is written."""
     cdef Py_ssize_t i, n = levels.shape[0]
     if out.shape[0] != n:
         raise ValueError("output length differs from input length")

@@ -272,6 +272,10 @@ def test_compiled_dequantization_rounds_as_numpy():
         with np.errstate(over="ignore"):
             ref = (q.astype(np.float64) * step).astype(np.float32)
         assert np.array_equal(out.view(np.uint32), ref.view(np.uint32))
+        # in place, in the levels' own buffer (as decoding does)
+        inplace = q.copy()
+        _quant.dequantize_into(inplace, step, inplace.view(np.float32))
+        assert np.array_equal(inplace.view(np.uint32), ref.view(np.uint32))
 
 
 def test_compiled_sum_of_squares_is_the_one_of_the_error_pass():
