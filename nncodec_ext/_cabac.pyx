@@ -62,6 +62,7 @@ cdef enum:
     FLUSH_SLACK = 3                # body bytes the decoder reads past the end (as zeros)
     PRIOR_COUNT = 31               # bins a sign context counts as seen at the start
     PRIMED_COUNT = 8               # bins a context started from the prior table counts as seen
+    WARM_BRANCH_MIN = 65536        # levels from which the coder branches on the warm-up (Rates.wb)
     WARMUP_MAX = 1023              # bin count at which both shifts have reached their rates
     PROB_ONE = 65536               # coding probabilities are 16-bit
     STATE_BITS = 30                # estimator state precision
@@ -168,18 +169,28 @@ cdef struct Ctx:
 cdef struct Rates:
     uint32_t fast
     uint32_t slow
+    uint32_t wb           # 1: branch on the warm-up (large tensors, where nearly every bin
+                          # hits a settled context); 0: no branch (small tensors); same result
 
 
 cdef inline void _update_ab(Ctx* c, uint32_t a, uint32_t b, uint32_t bit, Rates r) noexcept nogil:
     # move each estimate (a = c.a, b = c.b, already loaded) towards the observed
     # bin: state += (target - state) >> shift, with an arithmetic (flooring)
     # shift of the signed difference; while the context is young the shifts are
-    # min(w(n), rate) (no branch: the warm-up and the settled contexts interleave)
+    # min(w(n), rate). Two ways to the same states: with a branch on the warm-up
+    # (predictable once most contexts have settled) or with the table and a
+    # saturating count (no branch, for small tensors where young contexts are common)
     cdef int32_t target = <int32_t> ((bit - 1u) & STATE_ONE)
     cdef uint32_t n = c.n
-    cdef uint32_t w = WARMUP_W[n]
-    cdef uint32_t fs = w if w < r.fast else r.fast
-    cdef uint32_t ss = w if w < r.slow else r.slow
+    cdef uint32_t w, fs, ss
+    if r.wb:
+        if likely(n >= WARMUP_MAX):
+            c.a = <uint32_t> (<int32_t> a + ((target - <int32_t> a) >> r.fast))
+            c.b = <uint32_t> (<int32_t> b + ((target - <int32_t> b) >> r.slow))
+            return
+    w = WARMUP_W[n]
+    fs = w if w < r.fast else r.fast
+    ss = w if w < r.slow else r.slow
     c.a = <uint32_t> (<int32_t> a + ((target - <int32_t> a) >> fs))
     c.b = <uint32_t> (<int32_t> b + ((target - <int32_t> b) >> ss))
     c.n = n + <uint32_t> (n < WARMUP_MAX)
@@ -479,6 +490,7 @@ cdef Rates _rates(int rates):
     cdef Rates r
     r.fast = <uint32_t> (rates & 15)
     r.slow = <uint32_t> (rates >> 4)
+    r.wb = 0
     return r
 
 
@@ -523,7 +535,10 @@ def encode(const int32_t[::1] levels, int K, int eg_k, Py_ssize_t row_length, in
         free(ctx)
         raise MemoryError()
     with nogil:
-        if n > 0:
+        if n >= WARM_BRANCH_MIN:
+            rt.wb = 1
+            _code_levels(&levels[0], n, row_length, K, eg_k, rt, ctx, &e, MODE_WRITE, dq)
+        elif n > 0:
             _code_levels(&levels[0], n, row_length, K, eg_k, rt, ctx, &e, MODE_WRITE, dq)
         # flush: any value in [low, low + range) identifies the last interval;
         # low rounded up to a multiple of 2**24 is one (range >= 2**24), and its
@@ -821,6 +836,17 @@ cdef inline uint64_t _dec_bypass_bits(Dec* d, int nbits) noexcept nogil:
 
 
 cdef int _decode_levels(Dec* dp, int32_t* out, Py_ssize_t n, Py_ssize_t row,
+                        int K, int E, Rates rt, Ctx* ctx, int dq) noexcept nogil:
+    # the copies of _decode_levels_k: with a branch on the warm-up for large tensors, without
+    # for small ones (Rates.wb, known to the compiler in each copy)
+    if n >= WARM_BRANCH_MIN:
+        rt.wb = 1
+        return _decode_levels_k(dp, out, n, row, K, E, rt, ctx, dq)
+    rt.wb = 0
+    return _decode_levels_k(dp, out, n, row, K, E, rt, ctx, dq)
+
+
+cdef inline int _decode_levels_k(Dec* dp, int32_t* out, Py_ssize_t n, Py_ssize_t row,
                         int K, int E, Rates rt, Ctx* ctx, int dq) noexcept nogil:
     # one copy of the loop per (K, dq) with both known to the compiler, so that the
     # greater-than loop unrolls and the dq branches drop out where dq is 0
