@@ -540,11 +540,18 @@ def rd_step_reaching(tensors, target: float, settings: Settings, tol: float = 0.
     return checked(ls)
 
 
+_DTYPE_NAMES: dict = {}  # numpy dtype -> container name (numpy's .name is slow to compute)
+
+
 def dtype_name(array) -> str:
     """The container dtype name of a numpy array (bfloat16 must be named explicitly)."""
-    name = np.dtype(array.dtype).name
-    if name not in DTYPES or name == "bfloat16":
-        raise TypeError(f"unsupported dtype {array.dtype}; supported: {', '.join(DTYPES)}")
+    dt = array.dtype
+    name = _DTYPE_NAMES.get(dt)
+    if name is None:
+        name = np.dtype(dt).name
+        if name not in DTYPES or name == "bfloat16":
+            raise TypeError(f"unsupported dtype {array.dtype}; supported: {', '.join(DTYPES)}")
+        _DTYPE_NAMES[dt] = name
     return name
 
 
