@@ -250,7 +250,10 @@ def grids(name: str, quick: bool) -> dict:
              "bits": [10, 12], "k": [256], "pq": [], "rq": [],
              "prune": [0.2], "prune_qp": [-36, -40, -44], "prune_k": [], "iter": [], "dns": None,
              "qat_qp": [], "qat_epochs": 0, "qat_states": [],
-             "hi_qp": [-36, -37, -38, -39, -40, -42, -44], "hi_dq_qp": [-40, -41, -42, -43, -44, -46, -48]}
+             # hi_qp began at -36; the first run found the Fisher-weighted family still within 0.5
+             # points there, so -32..-35 were added (--small-snr-only) to find its knee
+             "hi_qp": [-32, -33, -34, -35, -36, -37, -38, -39, -40, -42, -44],
+             "hi_dq_qp": [-40, -41, -42, -43, -44, -46, -48]}
     else:
         g = {"qp": list(range(-4, -33, -2)), "ref_qp": list(range(-6, -27, -2)) if name != "digits" else
              list(range(-4, -33, -2)),
@@ -371,7 +374,7 @@ SMALL_SNR_HI = 80.0
 HI = f", 1-D at {SMALL_SNR_HI:g} dB"
 
 
-def small_snr_points(model, fisher, g: dict, log_point=None) -> List[dict]:
+def small_snr_points(model, fisher, g: dict, log_point=None, skip=()) -> List[dict]:
     """Our families with the 1-D tensors (BatchNorm statistics, biases) at SMALL_SNR_HI dB instead
     of the default 60 (NNCodec codes them nearly losslessly, at qp -75): uniform and Fisher-weighted
     steps over g["hi_qp"], dependent quantization with RDOQ (nncodec.quantize.rdq), with and (at
@@ -385,6 +388,8 @@ def small_snr_points(model, fisher, g: dict, log_point=None) -> List[dict]:
              for qp in g["hi_dq_qp"]]
     out = []
     for qp, fam, extra, kw in runs:
+        if (fam, f"qp {qp}") in skip:
+            continue
         p = ours(model, model.sd, fam, f"qp {qp}", {"qp": qp, "small_snr": SMALL_SNR_HI, **extra}, **kw)
         out.append(p)
         if log_point is not None:
@@ -834,7 +839,7 @@ def main(argv=None) -> int:
     ap.add_argument("--readme", type=Path, default=DEFAULT_README)
     ap.add_argument("--from-json", type=Path, default=None)
     ap.add_argument("--small-snr-only", action="store_true",
-                    help=f"add the uniform points with 1-D tensors at {SMALL_SNR_HI:g} dB to --models in the JSON")
+                    help=f"add the points with 1-D tensors at {SMALL_SNR_HI:g} dB that --models in the JSON lack")
     ap.add_argument("--qat-only", action="store_true",
                     help="rerun only the quantization-aware fine-tuning points of --models in the JSON")
     ap.add_argument("--reference-only", action="store_true",
@@ -868,9 +873,11 @@ def main(argv=None) -> int:
             # a partial rerun: the header's environment stays that of the models not rerun; this run's
             # goes to env_parts under the models' names (replacing older parts for them)
             parts = res.setdefault("env_parts", {})
-            for k in [k for k in parts if k.replace(",", " ").split()[0] in models]:
-                del parts[k]
-            parts[", ".join(models)] = env
+            if not args.small_snr_only:
+                for k in [k for k in parts if k.replace(",", " ").split()[0] in models]:
+                    del parts[k]
+            parts[", ".join(models) + (f" (added 1-D at {SMALL_SNR_HI:g} dB points)" if args.small_snr_only
+                                       else "")] = env
         else:
             res["env"] = env
         for m in models:
@@ -880,11 +887,14 @@ def main(argv=None) -> int:
                     continue
                 model = SmallModel("digits", "digits") if m == "digits" else (
                     SmallModel("fashion", "fashion") if m == "fashion" else EfficientNet())
-                pts = small_snr_points(model, model.fisher(model.sd), grids(m, args.quick), log_point=lambda p: log(
+                # only the points of the grid that the JSON lacks (the measurement is deterministic:
+                # a point measured again gives the same bytes and accuracies)
+                have = {(p["family"], p["label"]) for p in res["models"][m]["points"]}
+                pts = small_snr_points(model, model.fisher(model.sd), grids(m, args.quick), skip=have,
+                                       log_point=lambda p: log(
                     f"{m} {p['family']} {p['label']}: {p['bits_per_value']:.3f} b/v  val {p['val']:.4f}  "
                     f"test {p['test']:.4f}"))
-                fams = {p["family"] for p in pts}
-                res["models"][m]["points"] = [p for p in res["models"][m]["points"] if p["family"] not in fams] + pts
+                res["models"][m]["points"] += pts
             elif args.qat_only:
                 if m in ("lenet300", "efficientnet"):
                     continue
