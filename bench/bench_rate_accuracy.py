@@ -24,7 +24,11 @@ Families: uniform (qp grid), uniform with Fisher-weighted steps, fixed-point, k-
 product and residual codebooks, binary, ternary, magnitude pruning (global) alone, with
 uniform and with k-means, iterative pruning with retraining, dynamic network surgery (then
 uniform), and NNCodec 2.1.3 with dependent quantization (its own process and venv, see
-bench/reference/). "Best at <= 0.5 points": the smallest file whose validation accuracy is at
+bench/reference/). EfficientNet-Lite0 adds families with its 1-D tensors at 80 dB instead of 60
+(uniform, Fisher-weighted, dependent quantization + RDOQ with and without Fisher weighting) and
+drops the retraining ones (see grids() for its qp grids, dense near the accuracy knee for ours
+and NNCodec's alike). A partial run (--models) keeps the other models' rows and records its own
+environment under env_parts. "Best at <= 0.5 points": the smallest file whose validation accuracy is at
 most 0.5 points below fp32's, its test accuracy reported beside it.
 """
 from __future__ import annotations
@@ -237,10 +241,19 @@ class Reference:
 
 def grids(name: str, quick: bool) -> dict:
     if name == "efficientnet":
-        g = {"qp": [-28, -32, -36, -40, -44, -48], "ref_qp": [-36, -40, -44, -48, -52],
-             "bits": [8, 10, 12], "k": [32, 128, 256], "pq": [], "rq": [],
-             "prune": [0.2, 0.4], "prune_qp": [-36, -40, -44], "prune_k": [], "iter": [], "dns": None,
-             "qat_qp": [], "qat_epochs": 0, "qat_states": []}
+        # each point costs about a minute here (two passes of 256 images at 224x224 on one thread), so
+        # the grid is dense (steps of 1 qp) only near the accuracy knee, alike for ours and NNCodec's:
+        # the 1-D-at-80-dB families pass between qp -36 and -40 (dependent quantization: -40 and -44),
+        # NNCodec between -44 and -48. The 60 dB families and the other methods stay far below the
+        # 0.5-point budget (the BatchNorm statistics need more than 60 dB) and are kept sparse.
+        g = {"qp": [-32, -40, -48], "fisher_qp": [], "ref_qp": [-40, -44, -45, -46, -47, -48, -52],
+             "bits": [10, 12], "k": [256], "pq": [], "rq": [],
+             "prune": [0.2], "prune_qp": [-36, -40, -44], "prune_k": [], "iter": [], "dns": None,
+             "qat_qp": [], "qat_epochs": 0, "qat_states": [],
+             # hi_qp began at -36; the first run found the Fisher-weighted family still within 0.5
+             # points there, so -32..-35 were added (--small-snr-only) to find its knee
+             "hi_qp": [-32, -33, -34, -35, -36, -37, -38, -39, -40, -42, -44],
+             "hi_dq_qp": [-40, -41, -42, -43, -44, -46, -48]}
     else:
         g = {"qp": list(range(-4, -33, -2)), "ref_qp": list(range(-6, -27, -2)) if name != "digits" else
              list(range(-4, -33, -2)),
@@ -253,9 +266,11 @@ def grids(name: str, quick: bool) -> dict:
              # quantization-aware fine-tuning (nncodec.qat): qps, epochs, and the retrained states it also runs on
              "qat_qp": [-4, -6, -8, -10, -12, -14] if name == "digits" else [-8, -10, -12, -14],
              "qat_epochs": 15 if name == "digits" else 3,
-             "qat_states": [0.7, 0.9] if name == "digits" else [0.5]}
+             "qat_states": [0.7, 0.9] if name == "digits" else [0.5],
+             "hi_qp": [], "hi_dq_qp": []}
+        g["fisher_qp"] = g["qp"]
     if quick:
-        g.update({"qp": g["qp"][::4], "ref_qp": g["ref_qp"][::4], "bits": g["bits"][::2], "k": g["k"][::3],
+        g.update({"qp": g["qp"][::4], "fisher_qp": g["fisher_qp"][::4], "ref_qp": g["ref_qp"][::4], "bits": g["bits"][::2], "k": g["k"][::3],
                   "pq": g["pq"][:1], "rq": g["rq"][:1], "prune": g["prune"][:1], "prune_qp": g["prune_qp"][::2],
                   "prune_k": g["prune_k"][:1], "iter": g["iter"][:2], "qat_qp": g["qat_qp"][1::3],
                   "qat_states": g["qat_states"][:1]})
@@ -284,7 +299,10 @@ def run_model(model, ref: Optional[Reference], quick: bool) -> dict:
     log(f"{model.name}: Fisher estimate {fisher_s:.1f} s")
     for qp in g["qp"]:
         add(ours(model, sd, "uniform", f"qp {qp}", {"qp": qp}))
+    for qp in g["fisher_qp"]:
         add(ours(model, sd, "uniform+fisher", f"qp {qp}", {"qp": qp}, sensitivity=fisher))
+    for p in small_snr_points(model, fisher, g):
+        add(p)
     for b in g["bits"]:
         add(ours(model, sd, "fixed", f"bits {b}", {"method": "fixed", "bits": b}))
     for k in g["k"]:
@@ -353,21 +371,29 @@ def run_model(model, ref: Optional[Reference], quick: bool) -> dict:
 
 
 SMALL_SNR_HI = 80.0
-SMALL_SNR_QPS = (-36, -40, -44)
+HI = f", 1-D at {SMALL_SNR_HI:g} dB"
 
 
-def small_snr_points(model, log_point=None) -> List[dict]:
-    """Uniform and Fisher-weighted steps with the 1-D tensors (BatchNorm statistics, biases) at
-    SMALL_SNR_HI dB instead of the default 60 (NNCodec codes them nearly losslessly, at qp -75)."""
-    fisher = model.fisher(model.sd)
+def small_snr_points(model, fisher, g: dict, log_point=None, skip=()) -> List[dict]:
+    """Our families with the 1-D tensors (BatchNorm statistics, biases) at SMALL_SNR_HI dB instead
+    of the default 60 (NNCodec codes them nearly losslessly, at qp -75): uniform and Fisher-weighted
+    steps over g["hi_qp"], dependent quantization with RDOQ (nncodec.quantize.rdq), with and (at
+    even qps) without the Fisher-weighted steps, over g["hi_dq_qp"] (its two interleaved quantizers
+    reach a given weight SNR at a qp about 4 lower)."""
+    runs = [(qp, "uniform" + HI, {}, {}) for qp in g["hi_qp"]]
+    runs += [(qp, "uniform+fisher" + HI, {}, {"sensitivity": fisher}) for qp in g["hi_qp"]]
+    # without Fisher weighting only at even qps (a comparison for the weighted family, to save time)
+    runs += [(qp, "dq+rdoq" + HI, {"dq": True, "rdoq": True}, {}) for qp in g["hi_dq_qp"] if qp % 2 == 0]
+    runs += [(qp, "dq+rdoq+fisher" + HI, {"dq": True, "rdoq": True}, {"sensitivity": fisher})
+             for qp in g["hi_dq_qp"]]
     out = []
-    for qp in SMALL_SNR_QPS:
-        for fam, kw in ((f"uniform, 1-D at {SMALL_SNR_HI:g} dB", {}),
-                        (f"uniform+fisher, 1-D at {SMALL_SNR_HI:g} dB", {"sensitivity": fisher})):
-            p = ours(model, model.sd, fam, f"qp {qp}", {"qp": qp, "small_snr": SMALL_SNR_HI}, **kw)
-            out.append(p)
-            if log_point is not None:
-                log_point(p)
+    for qp, fam, extra, kw in runs:
+        if (fam, f"qp {qp}") in skip:
+            continue
+        p = ours(model, model.sd, fam, f"qp {qp}", {"qp": qp, "small_snr": SMALL_SNR_HI, **extra}, **kw)
+        out.append(p)
+        if log_point is not None:
+            log_point(p)
     return out
 
 
@@ -575,15 +601,19 @@ def summary(res: dict) -> dict:
     l_ref = best_within(res, is_ref, drop=LOOSE_DROP)
     out["loose"] = {"drop": LOOSE_DROP, "ours": l_ours, "nncodec": l_ref,
                     "reduction": (1.0 - l_ours["bytes"] / l_ref["bytes"]) if (l_ours and l_ref) else None}
-    # Fisher-weighted steps vs the one model-wide step, at equal size (interpolated)
-    uni = [p for p in res["points"] if p["family"] == "uniform"]
+    # Fisher-weighted steps vs the one model-wide step, at equal size (interpolated), for each pair
+    # of families that differ only by the Fisher weighting
     fis = []
-    for p in res["points"]:
-        if p["family"] == "uniform+fisher":
-            u = interp_acc(uni, p["bits_per_value"])
-            uv = interp_acc(uni, p["bits_per_value"], "val")
-            fis.append({"label": p["label"], "bits_per_value": p["bits_per_value"], "test": p["test"],
-                        "uniform_test_at_same_rate": u, "val": p["val"], "uniform_val_at_same_rate": uv})
+    for base, weighted in (("uniform", "uniform+fisher"), ("uniform" + HI, "uniform+fisher" + HI),
+                           ("dq+rdoq" + HI, "dq+rdoq+fisher" + HI)):
+        uni = [p for p in res["points"] if p["family"] == base]
+        for p in res["points"]:
+            if p["family"] == weighted:
+                u = interp_acc(uni, p["bits_per_value"])
+                uv = interp_acc(uni, p["bits_per_value"], "val")
+                fis.append({"family": weighted, "label": p["label"], "bits_per_value": p["bits_per_value"],
+                            "test": p["test"], "uniform_test_at_same_rate": u, "val": p["val"],
+                            "uniform_val_at_same_rate": uv})
     out["fisher_vs_uniform"] = fis
     return out
 
@@ -598,7 +628,7 @@ def rate_at_snr(points: List[dict], snr: float) -> Optional[float]:
     return None
 
 
-SNR_TABLE = (10.0, 15.0, 20.0, 25.0, 30.0)
+SNR_TABLE = (10.0, 15.0, 20.0, 25.0, 30.0, 40.0, 45.0, 50.0, 55.0)  # the last four: EfficientNet
 SNR_FAMILIES = ("uniform", "fixed", "kmeans", "NNCodec DQ", "NNCodec DQ+RDOQ")
 
 
@@ -655,7 +685,9 @@ def render(res_all: dict) -> str:
              f"commit `{env['git_commit']}`, {env['date']}, CPU: {env['cpu']} ({env['cpu_count']} cores, "
              f"load average at start {env['load_average_start']}), Python {env['python']}, numpy {env['numpy']}, "
              f"torch {env['torch']}, NNCodec {env.get('nncodec_reference') or 'not run'}."
-             + "".join(f" Also run separately ({k}): {e['date']}, load average at start {e['load_average_start']}."
+             + "".join(f" Also run separately ({k}): " + (f"commit `{e['git_commit'][:7]}`, " if e.get("git_commit") else "")
+                       + f"{e['date']}, load average at start {e['load_average_start']}"
+                       + (f", {e['seconds'] / 60:.0f} min" if e.get("seconds") else "") + "."
                        for k, e in res_all.get("env_parts", {}).items()), ""]
     for name in ("digits", "fashion", "efficientnet"):
         res = res_all["models"].get(name)
@@ -693,7 +725,7 @@ def render(res_all: dict) -> str:
         rows = []
         for snr in SNR_TABLE:
             vals = [rate_at_snr([p for p in res["points"] if p["family"] == f], snr) for f in SNR_FAMILIES]
-            if any(v is not None for v in vals):
+            if sum(v is not None for v in vals) >= 2:  # one family alone compares nothing
                 u, r = vals[0], vals[3]
                 rows.append(f"| {snr:g} | " + " | ".join("–" if v is None else f"{v:.3f}" for v in vals)
                             + f" | {_pct(None if (u is None or r is None) else 1 - u / r)} |")
@@ -702,19 +734,19 @@ def render(res_all: dict) -> str:
                       "uniform is the coder without dependent quantization, which is the other branch's work):", "",
                       "| weight SNR dB | " + " | ".join(SNR_FAMILIES) + " | uniform vs NNCodec DQ |",
                       "|---:|" + "---:|" * (len(SNR_FAMILIES) + 1), *rows, ""]
-        fis = s["fisher_vs_uniform"]
+        fis = [f for f in s["fisher_vs_uniform"] if f["uniform_test_at_same_rate"] is not None]
         if fis:
-            lines += ["Fisher-weighted steps against the one model-wide step at the same rate (uniform's accuracy "
-                      "linearly interpolated at the Fisher point's bits/value):", "",
-                      "| qp | bits/value | val % Fisher | val % uniform | test % Fisher | test % uniform | Δ test (pt) |",
-                      "|---|---:|---:|---:|---:|---:|---:|"]
+            lines += ["Fisher-weighted steps against the one model-wide step at the same rate (the same family "
+                      "without Fisher weighting, its accuracy linearly interpolated at the Fisher point's bits/value):",
+                      "", "| family | qp | bits/value | val % Fisher | val % without | test % Fisher | test % without | Δ test (pt) |",
+                      "|---|---|---:|---:|---:|---:|---:|---:|"]
             for f in fis:
                 if f["uniform_test_at_same_rate"] is None:
                     continue
-                lines.append(f"| {f['label']} | {f['bits_per_value']:.3f} | {100 * f['val']:.2f} | "
+                lines.append(f"| {f.get('family', 'uniform+fisher')} | {f['label']} | {f['bits_per_value']:.3f} | {100 * f['val']:.2f} | "
                              f"{100 * f['uniform_val_at_same_rate']:.2f} | {100 * f['test']:.2f} | "
                              f"{100 * f['uniform_test_at_same_rate']:.2f} | "
-                             f"{100 * (f['test'] - f['uniform_test_at_same_rate']):+.2f} |")
+                             f"{round(100 * (f['test'] - f['uniform_test_at_same_rate']), 2) + 0.0:+.2f} |")
             lines.append("")
     le = res_all["models"].get("lenet300")
     if le:
@@ -807,7 +839,7 @@ def main(argv=None) -> int:
     ap.add_argument("--readme", type=Path, default=DEFAULT_README)
     ap.add_argument("--from-json", type=Path, default=None)
     ap.add_argument("--small-snr-only", action="store_true",
-                    help=f"add the uniform points with 1-D tensors at {SMALL_SNR_HI:g} dB to --models in the JSON")
+                    help=f"add the points with 1-D tensors at {SMALL_SNR_HI:g} dB that --models in the JSON lack")
     ap.add_argument("--qat-only", action="store_true",
                     help="rerun only the quantization-aware fine-tuning points of --models in the JSON")
     ap.add_argument("--reference-only", action="store_true",
@@ -836,7 +868,18 @@ def main(argv=None) -> int:
                 ap.error("NNCodec's venv is missing: bash bench/reference/setup_reference_venv.sh "
                          "(or --no-reference)")
             ref = Reference(Path(tmp))
-        res["env"] = environment(ref)
+        env = environment(ref)
+        if "env" in res and set(res["models"]) - set(models):
+            # a partial rerun: the header's environment stays that of the models not rerun; this run's
+            # goes to env_parts under the models' names (replacing older parts for them)
+            parts = res.setdefault("env_parts", {})
+            if not args.small_snr_only:
+                for k in [k for k in parts if k.replace(",", " ").split()[0] in models]:
+                    del parts[k]
+            parts[", ".join(models) + (f" (added 1-D at {SMALL_SNR_HI:g} dB points)" if args.small_snr_only
+                                       else "")] = env
+        else:
+            res["env"] = env
         for m in models:
             t0 = time.perf_counter()
             if args.small_snr_only:
@@ -844,11 +887,14 @@ def main(argv=None) -> int:
                     continue
                 model = SmallModel("digits", "digits") if m == "digits" else (
                     SmallModel("fashion", "fashion") if m == "fashion" else EfficientNet())
-                pts = small_snr_points(model, log_point=lambda p: log(
+                # only the points of the grid that the JSON lacks (the measurement is deterministic:
+                # a point measured again gives the same bytes and accuracies)
+                have = {(p["family"], p["label"]) for p in res["models"][m]["points"]}
+                pts = small_snr_points(model, model.fisher(model.sd), grids(m, args.quick), skip=have,
+                                       log_point=lambda p: log(
                     f"{m} {p['family']} {p['label']}: {p['bits_per_value']:.3f} b/v  val {p['val']:.4f}  "
                     f"test {p['test']:.4f}"))
-                fams = {p["family"] for p in pts}
-                res["models"][m]["points"] = [p for p in res["models"][m]["points"] if p["family"] not in fams] + pts
+                res["models"][m]["points"] += pts
             elif args.qat_only:
                 if m in ("lenet300", "efficientnet"):
                     continue
@@ -874,6 +920,7 @@ def main(argv=None) -> int:
                     SmallModel("fashion", "fashion") if m == "fashion" else EfficientNet())
                 res["models"][m] = run_model(model, ref, args.quick)
             res["models"][m]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+            env["seconds"] = time.perf_counter() - t0 + (env.get("seconds") or 0.0)
             log(f"{m}: {time.perf_counter() - t0:.0f} s")
             out.parent.mkdir(parents=True, exist_ok=True)
             tmpf = out.with_suffix(".tmp")
