@@ -799,9 +799,13 @@ fp32 model on out-of-domain images, so 0.5 points there is about one image in 25
 each round; `qat` is quantization-aware fine-tuning at the step it is then coded with. The NNCodec
 "on retrained" rows code our pruned and retrained model with NNCodec, for the coder-only
 comparison. The plots (`bench/results/rate_accuracy_*.png`, `rate_snr_*.png`) show every point.
-Measured on this branch before it merged main's coder payload version 2 (which the pipeline
-section above reports as making files up to about 2% smaller); the figures were not rerun after
-the merge. EfficientNet-Lite0's own rows use the default 60 dB for 1-D tensors except the
+The digits rows were rerun at commit 000b3f6 and the EfficientNet-Lite0 rows at d308173 (plus
+the 1-D-at-80-dB points of 661bb65), all with coder payload version 2 and container format 1.2
+(see the header line of the generated block); the Fashion-MNIST and LeNet-300-100 rows are still
+from the earlier run, made before coder payload version 2 (files up to about 2% smaller) and the
+compact container index, and were not rerun (about 50 minutes each here). Later encoder changes
+(the faster coder parameter search of cabac-v1.md revision 4) move sizes by less than 0.03%.
+EfficientNet-Lite0's own rows use the default 60 dB for 1-D tensors except the
 "1-D at 80 dB" families: the BatchNorm statistics need more than 60 dB for this proxy metric.
 """
 
