@@ -731,7 +731,8 @@ def render(res_all: dict) -> str:
                             + f" | {_pct(None if (u is None or r is None) else 1 - u / r)} |")
         if rows:
             lines += ["Rate at equal weight SNR (bits/value, whole file, interpolated between grid points; "
-                      "uniform is the coder without dependent quantization, which is the other branch's work):", "",
+                      "uniform is plain rounding with 1-D tensors at the default 60 dB, no dependent quantization; "
+                      "bench_rd.py compares the quantizers at equal SNR):", "",
                       "| weight SNR dB | " + " | ".join(SNR_FAMILIES) + " | uniform vs NNCodec DQ |",
                       "|---:|" + "---:|" * (len(SNR_FAMILIES) + 1), *rows, ""]
         fis = [f for f in s["fisher_vs_uniform"] if f["uniform_test_at_same_rate"] is not None]
