@@ -444,6 +444,7 @@ def environment(args) -> dict:
             "date": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
             "cpu": bp.cpu_model(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
             "numpy": np.__version__, "repeats": args.repeats,
+            "ref_repeats": getattr(args, "ref_repeats", 1), "ref_min_time_s": getattr(args, "min_time", 0.0),
             "trellis": "pure Python" if rdq._pure_python() else "nncodec_ext._trellis",
             "reference_version": None if args.no_reference else bp.ref_version(),
             "default_lambda": rdq.DEFAULT_LAMBDA, "default_lambda_dq": rdq.DEFAULT_LAMBDA_DQ,
@@ -454,6 +455,11 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", nargs="+", default=["digits", "efficientnet"], choices=["digits", "efficientnet"])
     ap.add_argument("--repeats", type=int, default=3, help="encode timing: best of this many runs")
+    ap.add_argument("--ref-repeats", type=int, default=3,
+                    help="NNCodec: best of this many compress calls in its process (its first call "
+                         "carries a warm-up of about 0.1 s, most of a digits encode)")
+    ap.add_argument("--min-time", type=float, default=1.0,
+                    help="NNCodec: beyond --ref-repeats, keep timing until the calls took this many seconds")
     ap.add_argument("--quick", action="store_true", help="digits only, 3 points per curve, output under /tmp")
     ap.add_argument("--no-reference", action="store_true", help="skip NNCodec")
     ap.add_argument("--no-lambda-sweep", action="store_true")
