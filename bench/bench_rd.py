@@ -285,14 +285,26 @@ def _f(v, fmt="{:.3f}"):
     return "–" if v is None else fmt.format(v)
 
 
+def _ref_timing(env: dict) -> str:
+    n = env.get("ref_repeats", 1)
+    if n <= 1 and not env.get("ref_min_time_s"):
+        return "one run (NNCodec; its first call carries a warm-up of about 0.1 s)"
+    return (f"best of {n} calls and more until {env.get('ref_min_time_s', 0):g} s of calls (NNCodec, "
+            "in its process)")
+
+
 def render(res: dict) -> str:
     env = res["environment"]
     lines = [BEGIN, "",
              f"commit `{env['commit']}`, {env['date']}, CPU: {env['cpu']} ({env['cpu_count']} logical, shared), "
              f"Python {env['python']}, numpy {env['numpy']}, trellis: `{env['trellis']}`, NNCodec "
-             f"{env['reference_version']}, encode times best of {env['repeats']} (nncodec) and one run (NNCodec), "
+             f"{env['reference_version']}, encode times best of {env['repeats']} (nncodec) and {_ref_timing(env)}, "
              f"load average {env['load_average_start'][0]:.2f} at the start and "
              f"{env['load_average_end'][0]:.2f} at the end.", ""]
+    for part, e in res.get("environment_parts", {}).items():
+        lines += [f"{part} run separately: commit `{e['commit']}`, {e['date']}, encode times best of "
+                  f"{e['repeats']} (nncodec) and {_ref_timing(e)}, load average "
+                  f"{e['load_average_start'][0]:.2f} at the start.", ""]
     lines += ["Defaults: RDOQ lambda "
               f"{env['default_lambda']:g}, DQ + RDOQ lambda {env['default_lambda_dq']:g} (step^2 per bit).", ""]
     for name, m in res["models"].items():
