@@ -35,6 +35,7 @@ N_SUFFIX_CTX = N_POS * 3
 MAX_K = 7
 MAX_EG_ORDER = 31
 MAX_EG_PREFIX = 40
+MAX_CANDIDATES = 16  # cost_multi: candidates in one pass (the compiled coder's limit)
 THRESHOLD_CAP = 1 << 40
 
 STATUS_OK = 0
@@ -321,8 +322,8 @@ def cost(levels, K: int, eg_k: int, row_length: int, rates: int, init: int, exac
 def cost_multi(levels, K: int, eg_k: int, row_length: int, rates, inits, dq: int = 0) -> list:
     """The fast cost of each candidate (rates[j], inits[j]): the compiled coder does them
     all in one pass; here one pass each, with the same sums."""
-    if len(rates) != len(inits) or not 1 <= len(rates) <= 16:
-        raise ValueError("1..16 candidates needed, with as many rates as inits")
+    if len(rates) != len(inits) or not 1 <= len(rates) <= MAX_CANDIDATES:
+        raise ValueError(f"1..{MAX_CANDIDATES} candidates needed, with as many rates as inits")
     return [cost(levels, K, eg_k, row_length, r, i, False, dq)[0] for r, i in zip(rates, inits)]
 
 
