@@ -385,11 +385,14 @@ MAX_CALLS = 1000  # timing calls at most, whatever min_time asks (as run_referen
 
 def best_of(fn: Callable[[], object], repeats: int, min_time: float = 0.0) -> Tuple[float, object]:
     """Fastest of at least ``repeats`` calls, and of as many more as fit in ``min_time``
-    seconds of calls (the rule NNCodec's worker follows too: ``--min-time``)."""
+    seconds of calls: the rule NNCodec's worker follows (``run_reference.py --min-time``), also
+    in having no ``gc.collect()`` between calls. (Until 2026-12-03 this loop collected before
+    every call and NNCodec's did not: the collection evicts the caches, which cost a
+    millisecond-long decode of the digits CNN 0.05-0.45 ms, depending on what the process holds.)"""
     best, out = math.inf, None
     calls, spent = 0, 0.0
+    gc.collect()
     while calls < repeats or (spent < min_time and calls < MAX_CALLS):
-        gc.collect()
         t0 = time.perf_counter()
         out = fn()
         dt = time.perf_counter() - t0
