@@ -353,7 +353,8 @@ def decode(data: Union[bytes, bytearray, memoryview], *, framework: str = "numpy
            threads: Optional[int] = None) -> dict:
     """Decode ``.nnc`` bytes into a dict of tensors (in the stored order); ``threads`` as in
     ``NNCFile.iter_tensors``."""
-    with NNCFile(_io.BytesIO(bytes(data)), framework) as f:
+    # a private bytes copy (the caller may change a bytearray later), read in place
+    with NNCFile(data if type(data) is bytes else bytes(data), framework) as f:
         return dict(f.iter_tensors(threads=threads))
 
 

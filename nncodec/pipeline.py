@@ -42,6 +42,7 @@ from . import prune as _prune
 from . import quantize as _quantize
 from .container import DTYPES, RecordInfo, TensorRecord, qp_grid_step
 from .entropy import DEFAULT_BACKEND, backend_by_id, get_backend
+from .entropy.cabac import decode as _cabac_decode
 from .errors import FormatError
 from .quant_snr import _DB_PER_LN_STEP, _as_real, quantize_checked, step_for_snr, step_for_snr_many
 from .quantize import rdq as _rdq
@@ -734,6 +735,16 @@ def decode_tensor(info: RecordInfo, payload: bytes) -> np.ndarray:
 
     Raises FormatError for anything inconsistent."""
     chain = info.chain
+    if (_quant is not None and info.backend == 1 and info.dtype == "float32"
+            and type(chain) is list and len(chain) == 1):
+        # the usual record (one uniform stage, cabac, float32), with the checks of the general
+        # path below in fewer steps: decoded, then dequantized in the levels' own buffer
+        stage = chain[0]
+        step = stage.get("step") if type(stage) is dict and stage.get("id") == "uniform" else None
+        if type(step) is float and step > 0 and math.isfinite(step):
+            levels = _cabac_decode(payload, info.numel)
+            _quant.dequantize_into(levels, step, levels.view(np.float32))
+            return levels.view(np.float32).reshape(info.shape)
     count = info.numel
     np_dtype = np.dtype(_NUMPY_DTYPES[info.dtype])
     if (not isinstance(chain, list) or len(chain) not in (1, 2)

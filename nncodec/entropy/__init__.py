@@ -59,11 +59,15 @@ def get_backend(name: str) -> Backend:
         ) from None
 
 
+# the first backend registered under each id (the one that decodes it)
+_BY_ID: dict = {}
+for _b in _BACKENDS.values():
+    _BY_ID.setdefault(_b.id, _b)
+del _b
+
+
 def backend_by_id(backend_id: int) -> Backend:
-    for b in _BACKENDS.values():
-        if b.id == backend_id:
-            return b
-    raise KeyError(backend_id)
+    return _BY_ID[backend_id]
 
 
 def available_backends() -> list[str]:

@@ -288,10 +288,17 @@ def decode(data, count: int) -> np.ndarray:
     if count < 0:
         raise ValueError("count must be >= 0")
     buf = memoryview(data).cast("B") if not isinstance(data, (bytes, bytearray)) else data
-    K, eg_k, rates, init, dq, row_length, pos = parse_header_dq(buf)
+    if len(buf) > 3 and buf[0] == STREAM_VERSION and buf[3] < 0x80:
+        # the usual header: 3 bytes and a one-byte row length (parse_header_dq, inlined)
+        b1, b2 = buf[1], buf[2]
+        K, eg_k, init, dq, row_length, pos = b1 & 7, b1 >> 3, (b2 >> 6) & 1, b2 >> 7, buf[3], 4
+        packed = ((b2 & 7) + 1) | ((((b2 >> 3) & 7) + 4) << 4)
+    else:
+        K, eg_k, rates, init, dq, row_length, pos = parse_header_dq(buf)
+        packed = _pack_rates(rates)
     body = np.frombuffer(buf, dtype=np.uint8, offset=pos)
     out = np.empty(count, dtype=np.int32)
-    status = implementation().decode_into(body, out, K, eg_k, row_length, _pack_rates(rates), init, dq)
+    status = implementation().decode_into(body, out, K, eg_k, row_length, packed, init, dq)
     if status:
         exc_type, message = _STATUS_MESSAGES.get(status, (FormatError, f"decoder status {status}"))
         raise exc_type(message)
